@@ -1,0 +1,259 @@
+"""Stage 1, ingest: raw files of any supported format → cleaned, sentence-split documents.
+
+Output (``<out>/<fingerprint>/``): ``part-NNNNN.parquet`` files, one per input file that
+yielded documents, each row one document with columns ``id`` (string), ``source`` (input
+file name), ``title`` (string, null when unknown), ``sentences`` (list<string>) and
+``n_chars`` (int64); plus ``manifest.json`` with counts, skips and per-file reports.
+
+Files are read in parallel, one process per file, each streaming its file into a temporary
+part. A final single-process pass drops exact duplicate documents across all files, in
+input order (the first copy wins), keeping only 16-byte hashes in memory, so memory is
+bounded by the number of distinct documents, not the corpus size. The output is the same
+whatever the number of workers.
+
+Skips are counted and reported, never silent: empty and binary files, documents shorter
+than ``min_doc_chars``, duplicates, unsupported files inside a directory. Errors that make
+the output untrustworthy (invalid UTF-8 in strict mode, truncated archives, malformed
+records) abort the stage before anything is published.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from bertpipe import cache
+from bertpipe.readers import Format, InputError, ReadOptions, ReadStats, detect_format, is_binary, read_documents
+from bertpipe.stage import StageResult, publish_latest
+
+STAGE = "ingest"
+VERSION = 1
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("title", pa.string()),
+        ("sentences", pa.list_(pa.string())),
+        ("n_chars", pa.int64()),
+    ]
+)
+_ROWS_PER_GROUP = 1024  # documents vary from tweets to books; 1k rows keeps groups ~1-10 MB
+
+
+class IngestConfig(BaseModel):
+    """How raw files become documents. Field names double as CLI flags."""
+
+    text_field: str = Field("text", description="JSONL field / Parquet column holding the text")
+    id_field: str = Field("id", description="JSONL field / Parquet column with a document id (optional in the data)")
+    title_field: str = Field("title", description="JSONL field / Parquet column with a title (optional in the data)")
+    text_format: Literal["auto", "lines", "prose"] = Field(
+        "auto",
+        description="plain text: 'lines' = BERT format (a sentence per line, blank line between documents); "
+        "'prose' = paragraphs, sentences split for you; 'auto' decides per file from its first 400 lines",
+    )
+    # Gutenberg chapters are separated by 3+ blank lines, paragraphs by one.
+    doc_break_blank_lines: int = Field(3, ge=1, description="prose: this many consecutive blank lines start a new document")
+    min_doc_chars: int = Field(50, ge=0, description="drop documents with fewer characters (counted in the manifest)")
+    dedupe: bool = Field(True, description="drop exact duplicate documents (first occurrence kept)")
+    encoding_errors: Literal["strict", "replace"] = Field(
+        "strict", description="invalid UTF-8: 'strict' fails naming file and byte offset; 'replace' substitutes U+FFFD and counts"
+    )
+    on_bad_record: Literal["error", "skip"] = Field(
+        "error", description="malformed JSONL/Parquet record: fail naming file and line, or skip and count"
+    )
+    # Longer "sentences" are cut at whitespace; 2000 chars is ~400 WordPieces, > max_seq_length.
+    max_sentence_chars: int = Field(2000, ge=100, description="cut longer sentences at whitespace")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="parallel processes (output does not depend on it)")
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(**self.model_dump(include=set(ReadOptions.__dataclass_fields__)))
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"workers"})
+
+
+@dataclass
+class FileReport:
+    path: str
+    format: str
+    content_hash: str
+    status: str = "ok"  # ok | skipped:<reason>
+    docs: int = 0
+    short_docs: int = 0
+    records: int = 0
+    utf8_replacements: int = 0
+    bad_records: int = 0
+    wiki_skipped: dict[str, int] = field(default_factory=dict)
+
+
+def expand_inputs(inputs: list[str | Path]) -> tuple[list[tuple[Path, Format]], list[dict[str, str]]]:
+    """Files, directories (recursive) and glob patterns → sorted (path, format) list + skips."""
+    found: list[tuple[Path, Format]] = []
+    skipped: list[dict[str, str]] = []
+    for item in inputs:
+        s = str(item)
+        matches = sorted(glob.glob(s, recursive=True)) if glob.has_magic(s) else [s]
+        if not matches:
+            raise InputError(f"{s}: pattern matches no file")
+        for m in matches:
+            p = Path(m)
+            if p.is_dir():
+                for f in sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")):
+                    fmt = detect_format(f)
+                    if fmt is None:
+                        skipped.append({"path": str(f), "reason": "unsupported extension"})
+                    else:
+                        found.append((f, fmt))
+            elif p.is_file():
+                found.append((p, detect_format(p) or "text"))  # named explicitly: read as text
+            else:
+                raise InputError(f"{p}: no such file or directory")
+    seen: set[Path] = set()
+    unique = [(p, f) for p, f in found if not (p.resolve() in seen or seen.add(p.resolve()))]
+    return unique, skipped
+
+
+def _doc_hash(sentences: list[str]) -> bytes:
+    return hashlib.blake2b("\n".join(sentences).encode(), digest_size=16).digest()
+
+
+def _ingest_file(path: Path, fmt: Format, cfg: IngestConfig, part: Path) -> FileReport:
+    """Stream one file into a Parquet part with an extra ``hash`` column (dropped later)."""
+    report = FileReport(str(path), fmt, cache.hash_file(path))
+    if path.stat().st_size == 0:
+        report.status = "skipped:empty file"
+        return report
+    if fmt != "parquet" and is_binary(path):
+        report.status = "skipped:binary file (NUL bytes)"
+        return report
+    stats = ReadStats()
+    schema = SCHEMA.append(pa.field("hash", pa.binary(16)))
+    rows: dict[str, list] = {name: [] for name in schema.names}
+    writer: pq.ParquetWriter | None = None
+
+    def flush() -> None:
+        nonlocal writer
+        if writer is None:
+            writer = pq.ParquetWriter(part, schema, compression="zstd")
+        writer.write_table(pa.table(rows, schema=schema))
+        for v in rows.values():
+            v.clear()
+
+    try:
+        for doc in read_documents(path, fmt, cfg.read_options(), stats):
+            n_chars = sum(len(s) for s in doc.sentences)
+            if n_chars < max(cfg.min_doc_chars, 1):
+                report.short_docs += 1
+                continue
+            for k, v in (("id", doc.id), ("source", path.name), ("title", doc.title), ("sentences", doc.sentences), ("n_chars", n_chars), ("hash", _doc_hash(doc.sentences))):
+                rows[k].append(v)
+            report.docs += 1
+            if len(rows["id"]) >= _ROWS_PER_GROUP:
+                flush()
+        if rows["id"]:
+            flush()
+    finally:
+        if writer is not None:
+            writer.close()
+    report.records, report.utf8_replacements, report.bad_records = stats.records, stats.utf8_replacements, stats.bad_records
+    report.wiki_skipped = stats.wiki_skipped
+    if report.docs == 0 and report.status == "ok":
+        report.status = "skipped:no documents" if report.short_docs == 0 else "ok"
+    return report
+
+
+def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path) -> StageResult:
+    """Run the ingest stage; reuse an existing complete output with the same fingerprint."""
+    files, unsupported = expand_inputs(inputs)
+    if not files:
+        raise InputError(f"no readable input files in {', '.join(map(str, inputs))}")
+    hashes = [cache.hash_file(p) for p, _ in files]
+    fp = cache.fingerprint(STAGE, VERSION, cfg.fingerprint_fields(), upstream=hashes)
+    final = Path(out_root) / fp
+    if cache.is_complete(final):
+        return StageResult(STAGE, fp, final, cache.read_manifest(final), cached=True)
+
+    with cache.stage_dir(final) as tmp:
+        parts = [tmp / f".raw-{i:05d}.parquet" for i in range(len(files))]
+        jobs = [(p, f, cfg, part) for (p, f), part in zip(files, parts, strict=True)]
+        if cfg.workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=get_context("spawn")) as ex:
+                reports = list(ex.map(_ingest_file, *zip(*jobs, strict=True)))
+        else:
+            reports = [_ingest_file(*job) for job in jobs]
+        counts = _dedupe_parts(parts, tmp, cfg.dedupe)
+        if counts["documents"] == 0:
+            raise InputError(
+                "empty corpus: no documents left after ingest "
+                f"({len(files)} files; skipped: {[r.path + ' (' + r.status + ')' for r in reports if r.status != 'ok'] or 'none'}; "
+                f"short documents dropped: {sum(r.short_docs for r in reports)} under {cfg.min_doc_chars} chars)"
+            )
+        manifest = {
+            "stage": STAGE,
+            "version": VERSION,
+            "fingerprint": fp,
+            "config": cfg.fingerprint_fields(),
+            "schema": {f.name: str(f.type) for f in SCHEMA},
+            "counts": counts
+            | {
+                "files": len(files),
+                "files_skipped": sum(r.status != "ok" for r in reports) + len(unsupported),
+                "short_documents_dropped": sum(r.short_docs for r in reports),
+                "utf8_replacements": sum(r.utf8_replacements for r in reports),
+                "bad_records_skipped": sum(r.bad_records for r in reports),
+            },
+            "files": [asdict(r) for r in reports],
+            "unsupported": unsupported,
+        }
+        cache.write_json_atomic(tmp / cache.MANIFEST, manifest)
+    publish_latest(Path(out_root), fp)
+    return StageResult(STAGE, fp, final, manifest, cached=False)
+
+
+def _dedupe_parts(parts: list[Path], out: Path, dedupe: bool) -> dict[str, int]:
+    """Rewrite raw parts as final parts in input order, dropping repeated document hashes."""
+    seen: set[bytes] = set()
+    counts = {"documents": 0, "duplicates_dropped": 0, "sentences": 0, "characters": 0}
+    n_out = 0
+    for raw in parts:
+        if not raw.exists():
+            continue
+        pf = pq.ParquetFile(raw)
+        final = out / f"part-{n_out:05d}.parquet"
+        tmp = final.with_name(final.name + ".tmp")
+        wrote = 0
+        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
+            for i in range(pf.num_row_groups):
+                table = pf.read_row_group(i)
+                keep = []
+                for h in table.column("hash").to_pylist():
+                    dup = dedupe and h in seen
+                    seen.add(h)
+                    keep.append(not dup)
+                counts["duplicates_dropped"] += keep.count(False)
+                table = table.filter(pa.array(keep)).select(SCHEMA.names)
+                if table.num_rows:
+                    writer.write_table(table)
+                    wrote += table.num_rows
+                    counts["sentences"] += int(pc.sum(pc.list_value_length(table.column("sentences"))).as_py())
+                    counts["characters"] += int(pc.sum(table.column("n_chars")).as_py())
+        raw.unlink()
+        if wrote:
+            cache.commit_file(tmp, final)
+            counts["documents"] += wrote
+            n_out += 1
+        else:
+            tmp.unlink()
+    counts["parts"] = n_out
+    return counts

@@ -1,0 +1,173 @@
+"""Stage 2, WordPiece: train a BERT vocabulary on the documents, or import a ``vocab.txt``.
+
+Both routes produce the same artefacts in ``<out>/<fingerprint>/``: ``tokenizer.json``
+(HF ``tokenizers``: BERT normalizer, pre-tokenizer, WordPiece model and the
+``[CLS] A [SEP] B [SEP]`` post-processor), a BERT-format ``vocab.txt`` (one token per line,
+line number = id) and ``manifest.json`` with the special-token ids.
+
+Training uses ``tokenizers``' Rust WordPiece trainer (2-4 MB of text per second here) fed
+by a streaming iterator over the document Parquet, so the corpus is never loaded whole.
+Importing wraps an existing vocabulary (e.g. bert-base-uncased's) in the same BERT
+normalization, so text is tokenized exactly as the original BERT tokenizer does; whether
+to lowercase must match how that vocabulary was built (``--cased`` for cased vocabularies).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+
+from bertpipe import cache
+from bertpipe.stage import StageResult, publish_latest, resolve_stage_dir
+
+STAGE = "wordpiece"
+VERSION = 1
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class WordPieceConfig(BaseModel):
+    """Vocabulary options. With ``vocab_file`` set, training options are ignored."""
+
+    vocab_size: int = Field(30522, ge=len(SPECIAL_TOKENS) + 1, description="target vocabulary size (BERT: 30522)")
+    cased: bool = Field(False, description="keep case and accents (BERT-cased); default lowercases and strips accents")
+    # Splitting CJK ideographs into single characters is what BERT does for all its vocabularies.
+    split_cjk: bool = Field(True, description="put spaces around CJK ideographs so each is its own token")
+    min_frequency: int = Field(2, ge=1, description="minimum pair frequency for a merge")
+    # BERT's vocab keeps ~1000 base characters; rarer characters become [UNK].
+    limit_alphabet: int = Field(1000, ge=1, description="maximum number of initial characters kept")
+    vocab_file: Path | None = Field(None, description="import this BERT vocab.txt instead of training")
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """What later stages need from a tokenizer directory."""
+
+    tokenizer: Tokenizer
+    size: int
+    pad_id: int
+    unk_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    is_subword: np.ndarray  # (V,) bool: token starts with "##" (continues the previous word)
+
+    @property
+    def special_ids(self) -> np.ndarray:
+        return np.array([self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id], dtype=np.int32)
+
+
+def _bert_tokenizer(vocab: str | dict[str, int] | None, cfg: WordPieceConfig) -> BertWordPieceTokenizer:
+    return BertWordPieceTokenizer(
+        vocab,
+        unk_token="[UNK]",
+        clean_text=True,
+        handle_chinese_chars=cfg.split_cjk,
+        strip_accents=None if not cfg.cased else False,  # None: follow lowercase, as BERT does
+        lowercase=not cfg.cased,
+    )
+
+
+def iter_sentences(docs_dir: Path, batch_rows: int = 256) -> Iterator[list[str]]:
+    """Batches of sentences from every document Parquet part, in order."""
+    for part in sorted(docs_dir.glob("part-*.parquet")):
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=batch_rows, columns=["sentences"]):
+            for sentences in batch.column(0).to_pylist():
+                yield sentences
+
+
+def train_wordpiece(docs_dir: Path | None, cfg: WordPieceConfig, out_root: Path) -> StageResult:
+    """Train (or import) a vocabulary; reuse a complete output with the same fingerprint."""
+    if cfg.vocab_file is not None:
+        vocab_path = Path(cfg.vocab_file)
+        if not vocab_path.is_file():
+            raise FileNotFoundError(f"vocab file {vocab_path} does not exist")
+        upstream = [cache.hash_file(vocab_path)]
+        fields = cfg.model_dump(mode="json", include={"cased", "split_cjk"})
+    else:
+        if docs_dir is None:
+            raise ValueError("train_wordpiece needs a documents directory or cfg.vocab_file")
+        docs_dir = resolve_stage_dir(docs_dir, "ingest")
+        upstream = [cache.read_manifest(docs_dir)["fingerprint"]]
+        fields = cfg.model_dump(mode="json", exclude={"vocab_file"})
+    fp = cache.fingerprint(STAGE, VERSION, fields, upstream)
+    final = Path(out_root) / fp
+    if cache.is_complete(final):
+        return StageResult(STAGE, fp, final, cache.read_manifest(final), cached=True)
+
+    with cache.stage_dir(final) as tmp:
+        if cfg.vocab_file is not None:
+            tokens = _read_vocab_file(Path(cfg.vocab_file))
+            tok = _bert_tokenizer({t: i for i, t in enumerate(tokens)}, cfg)
+            shutil.copyfile(cfg.vocab_file, tmp / "vocab.txt")
+        else:
+            tok = _bert_tokenizer(None, cfg)
+            tok.train_from_iterator(
+                iter_sentences(docs_dir),
+                vocab_size=cfg.vocab_size,
+                min_frequency=cfg.min_frequency,
+                limit_alphabet=cfg.limit_alphabet,
+                special_tokens=SPECIAL_TOKENS,
+                show_progress=True,
+            )
+            vocab = tok.get_vocab()
+            ordered = sorted(vocab, key=vocab.__getitem__)
+            (tmp / "vocab.txt").write_text("".join(t + "\n" for t in ordered), encoding="utf-8")
+        tok.save(str(tmp / "tokenizer.json"))
+        ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+        missing = [t for t, i in ids.items() if i is None]
+        if missing:
+            raise ValueError(f"vocabulary lacks special tokens {missing}")
+        manifest = {
+            "stage": STAGE,
+            "version": VERSION,
+            "fingerprint": fp,
+            "config": fields,
+            "upstream": upstream,
+            "counts": {"vocab_size": tok.get_vocab_size()},
+            "special_ids": ids,
+            "imported": cfg.vocab_file is not None,
+        }
+        cache.write_json_atomic(tmp / cache.MANIFEST, manifest)
+    publish_latest(Path(out_root), fp)
+    return StageResult(STAGE, fp, final, manifest, cached=False)
+
+
+def _read_vocab_file(path: Path) -> list[str]:
+    try:
+        tokens = [ln.rstrip("\n").rstrip("\r") for ln in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: vocab.txt is not UTF-8 (byte offset {e.start})") from None
+    if not tokens:
+        raise ValueError(f"{path}: empty vocab file")
+    seen: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        if t in seen:
+            raise ValueError(f"{path}:{i + 1}: token {t!r} repeats line {seen[t] + 1}")
+        seen[t] = i
+    return tokens
+
+
+def load_vocab(tok_dir: Path) -> Vocab:
+    """Load a wordpiece stage output (directory or root with ``latest``)."""
+    tok_dir = resolve_stage_dir(tok_dir, STAGE)
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    tokens = (tok_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    ids = cache.read_manifest(tok_dir)["special_ids"]
+    return Vocab(
+        tokenizer=tok,
+        size=tok.get_vocab_size(),
+        pad_id=ids["[PAD]"],
+        unk_id=ids["[UNK]"],
+        cls_id=ids["[CLS]"],
+        sep_id=ids["[SEP]"],
+        mask_id=ids["[MASK]"],
+        is_subword=np.array([t.startswith("##") for t in tokens], dtype=bool),
+    )
