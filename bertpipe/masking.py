@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 
 class MaskingConfig(BaseModel):
@@ -38,11 +38,12 @@ class MaskingConfig(BaseModel):
     )
     whole_word: bool = Field(False, description="mask all WordPieces of a word together")
 
-    @model_validator(mode="after")
-    def _split_sums_to_one(self) -> MaskingConfig:
-        if any(p < 0 for p in self.mask_split) or abs(sum(self.mask_split) - 1.0) > 1e-6:
-            raise ValueError(f"mask_split {self.mask_split} must be three non-negative probabilities summing to 1 (mask, random, keep)")
-        return self
+    @field_validator("mask_split")
+    @classmethod
+    def _split_sums_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(p < 0 for p in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"mask_split {v} must be three non-negative probabilities summing to 1 (mask, random, keep)")
+        return v
 
 
 @dataclass

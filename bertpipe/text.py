@@ -69,4 +69,4 @@ def _cut_long(s: str, limit: int) -> list[str]:
 
 def split_paragraphs(text: str) -> list[str]:
     """Paragraphs are separated by one or more blank lines."""
-    return [p for p in re.split(r"\n[ \t]*\n", text) if p.strip()]
+    return [p.strip() for p in re.split(r"\n[ \t]*\n", text) if p.strip()]

@@ -1,0 +1,119 @@
+"""The ``bertpipe`` command: one subcommand per stage, flags generated from the configs.
+
+Each subcommand calls the same plain function the Prefect flows call, prints where the
+output went (built or reused from cache) and its key counts. Errors in the input are
+printed as one clear line and exit with status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bertpipe.cliargs import add_config_args, config_from_args
+from bertpipe.readers import InputError
+
+
+def _cmd_ingest(args: argparse.Namespace) -> None:
+    from bertpipe.ingest import IngestConfig, ingest
+
+    cfg = config_from_args(IngestConfig, args)
+    res = ingest(args.inputs, cfg, args.out)
+    c = res.manifest["counts"]
+    print(res.summary())
+    print(f"  {c['documents']} documents, {c['sentences']} sentences, {c['characters']} characters from {c['files']} files")
+    print(f"  skipped: {c['files_skipped']} files, {c['short_documents_dropped']} short documents, "
+          f"{c['duplicates_dropped']} duplicates, {c['bad_records_skipped']} bad records; "
+          f"{c['utf8_replacements']} UTF-8 replacements")
+    for f in res.manifest["files"]:
+        if f["status"] != "ok":
+            print(f"  skipped {f['path']}: {f['status'].split(':', 1)[1]}")
+    for f in res.manifest["unsupported"]:
+        print(f"  skipped {f['path']}: {f['reason']}")
+
+
+def _cmd_wordpiece(args: argparse.Namespace) -> None:
+    from bertpipe.wordpiece import WordPieceConfig, train_wordpiece
+
+    cfg = config_from_args(WordPieceConfig, args)
+    if args.docs is None and cfg.vocab_file is None:
+        raise SystemExit("bertpipe wordpiece: give a documents directory to train on, or --vocab-file to import")
+    res = train_wordpiece(args.docs, cfg, args.out)
+    print(res.summary())
+    print(f"  vocabulary: {res.manifest['counts']['vocab_size']} tokens; special ids {res.manifest['special_ids']}")
+
+
+def _cmd_shards(args: argparse.Namespace) -> None:
+    from bertpipe.shards import ShardsConfig, build_shards
+
+    cfg = config_from_args(ShardsConfig, args)
+    res = build_shards(args.docs, args.tokenizer, cfg, args.out)
+    c = res.manifest["counts"]
+    print(res.summary())
+    print(f"  {c['rows']} instances in {len(res.manifest['shards'])} shards, mean length {c['tokens'] / c['rows']:.1f}, "
+          f"label 1 (random next / swapped): {c['random_next'] / c['rows']:.3f}")
+    if c.get("masked"):
+        print(f"  masked {c['masked'] / c['tokens']:.3f} of tokens: [MASK] {c['masked_as_mask'] / c['masked']:.3f}, "
+              f"random {c['masked_as_random'] / c['masked']:.3f}, kept {c['masked_as_kept'] / c['masked']:.3f}")
+
+
+def _cmd_bench_data(args: argparse.Namespace) -> None:
+    from bertpipe.bench import bench_data
+
+    print(json.dumps(bench_data(args.corpus, workers=args.workers, dupe_factor=args.dupe_factor, scale=args.scale)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bertpipe.ingest import IngestConfig
+    from bertpipe.shards import ShardsConfig
+    from bertpipe.wordpiece import WordPieceConfig
+
+    parser = argparse.ArgumentParser(prog="bertpipe", description="Pretrain and evaluate BERT-style encoders on your own corpus.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="raw text (txt, JSONL(.gz), Parquet, MediaWiki XML(.bz2), dirs, globs) → documents")
+    p.add_argument("inputs", nargs="+", help="files, directories or glob patterns")
+    p.add_argument("--out", type=Path, required=True, help="stage root: output goes to OUT/<fingerprint>/, OUT/latest names it")
+    add_config_args(p, IngestConfig)
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("wordpiece", help="train a WordPiece vocabulary on documents, or import a vocab.txt")
+    p.add_argument("docs", nargs="?", type=Path, help="ingest output (directory or its root)")
+    p.add_argument("--out", type=Path, required=True, help="stage root")
+    add_config_args(p, WordPieceConfig)
+    p.set_defaults(func=_cmd_wordpiece)
+
+    p = sub.add_parser("shards", help="documents + vocabulary → NSP/SOP pairs, masked, in Parquet shards")
+    p.add_argument("docs", type=Path, help="ingest output (directory or its root)")
+    p.add_argument("--tokenizer", type=Path, required=True, help="wordpiece output (directory or its root)")
+    p.add_argument("--out", type=Path, required=True, help="stage root")
+    add_config_args(p, ShardsConfig)
+    p.set_defaults(func=_cmd_shards)
+
+    bench = sub.add_parser("bench", help="benchmarks (print figures; last line is one JSON object)")
+    bsub = bench.add_subparsers(dest="bench", required=True)
+    p = bsub.add_parser("data", help="raw text → masked shards throughput, tokenizer ceiling, peak RSS at 1x and 4x")
+    p.add_argument("--corpus", nargs="+", default=None, help="input files (default: ../shared/data/corpora gutenberg + sotu)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--dupe-factor", type=int, default=5)
+    p.add_argument("--scale", type=int, default=4, help="size of the larger corpus for the RSS comparison")
+    p.set_defaults(func=_cmd_bench_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except (InputError, FileNotFoundError, ValueError) as e:
+        print(f"bertpipe {args.command}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
