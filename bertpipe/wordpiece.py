@@ -10,6 +10,12 @@ by a streaming iterator over the document Parquet, so the corpus is never loaded
 Importing wraps an existing vocabulary (e.g. bert-base-uncased's) in the same BERT
 normalization, so text is tokenized exactly as the original BERT tokenizer does; whether
 to lowercase must match how that vocabulary was built (``--cased`` for cased vocabularies).
+
+Known limit: ``tokenizers``' trainer breaks ties between equally frequent merges by ids
+that depend on hash-map order (huggingface/tokenizers#1794), so two trainings on the same
+text can differ in a handful of rare tokens. The stage cache makes a trained vocabulary
+stable: every later stage reads the stored ``vocab.txt``, and shards are byte-identical
+for a given vocabulary.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 from tokenizers import Tokenizer
+from tokenizers.processors import TemplateProcessing
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from bertpipe import cache
@@ -105,6 +112,9 @@ def train_wordpiece(docs_dir: Path | None, cfg: WordPieceConfig, out_root: Path)
     with cache.stage_dir(final) as tmp:
         if cfg.vocab_file is not None:
             tokens = _read_vocab_file(Path(cfg.vocab_file))
+            missing = [t for t in SPECIAL_TOKENS if t not in tokens]
+            if missing:
+                raise ValueError(f"{cfg.vocab_file}: vocabulary lacks special tokens {missing}")
             tok = _bert_tokenizer({t: i for i, t in enumerate(tokens)}, cfg)
             shutil.copyfile(cfg.vocab_file, tmp / "vocab.txt")
         else:
@@ -120,11 +130,16 @@ def train_wordpiece(docs_dir: Path | None, cfg: WordPieceConfig, out_root: Path)
             vocab = tok.get_vocab()
             ordered = sorted(vocab, key=vocab.__getitem__)
             (tmp / "vocab.txt").write_text("".join(t + "\n" for t in ordered), encoding="utf-8")
-        tok.save(str(tmp / "tokenizer.json"))
         ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
         missing = [t for t, i in ids.items() if i is None]
         if missing:
             raise ValueError(f"vocabulary lacks special tokens {missing}")
+        tok.post_processor = TemplateProcessing(  # BERT's [CLS] A [SEP] B [SEP], type ids 0/1
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
+        )
+        tok.save(str(tmp / "tokenizer.json"))
         manifest = {
             "stage": STAGE,
             "version": VERSION,
