@@ -115,10 +115,15 @@ def stage_dir(final: Path) -> Iterator[Path]:
 
 
 def _fsync_dir(path: Path) -> None:
-    for p in path.iterdir():
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
+    # data files were fsynced by commit_file; make the manifest, marker and names durable
+    for name in (MANIFEST, COMPLETE_MARKER):
+        with open(path / name, "rb") as f:
+            os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def commit_file(tmp: Path, final: Path) -> None:

@@ -24,7 +24,8 @@ Randomness and resumption
     start_epoch, rank, worker, batch_index])``. Batches are cut from the concatenation of the
     per-epoch shuffled streams, so batch ``k`` of a worker is rows ``kB .. kB+B-1`` of that
     stream. ``skip_batches=k`` (micro-batches already consumed by this rank; the DataLoader
-    takes them round-robin from its workers) therefore resumes exactly: whole epochs are
+    takes them round-robin from its workers, and a resumed loader's workers take over the roles
+    of the ones due next) therefore resumes exactly: whole epochs are
     skipped by arithmetic on the row-group metadata, and only the epoch in progress is
     replayed through the buffer (bounded cost: at most one epoch of reading). The same stream
     requires the same seed, world size, worker count and batch size.
@@ -217,6 +218,9 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         w, n_w = (info.id, info.num_workers) if info is not None else (0, 1)
+        # A new DataLoader asks worker 0 first; after k batches the next one is due from the
+        # worker that had k % n_w, so loader worker w plays the part of worker (w + k) % n_w.
+        w = (w + self.skip_batches) % n_w
         consumer, n = self.rank * n_w + w, self.world_size * n_w
         starved = not self.units or (len(self.units) < n and consumer >= self.num_rows)
         if self.epochs is None and starved:

@@ -2,14 +2,17 @@
 
 Output (``<out>/<fingerprint>/``): ``part-NNNNN.parquet`` files, one per input file that
 yielded documents, each row one document with columns ``id`` (string), ``source`` (input
-file name), ``title`` (string, null when unknown), ``sentences`` (list<string>) and
-``n_chars`` (int64); plus ``manifest.json`` with counts, skips and per-file reports.
+file name), ``title`` (string, null when unknown), ``sentences`` (list<string>),
+``n_chars`` (int64) and ``doc_hash`` (BLAKE2b-128 of the sentences joined by newlines, the
+document's identity for duplicate dropping); plus ``manifest.json`` with counts, skips and
+per-file reports.
 
 Files are read in parallel, one process per file, each streaming its file into a temporary
-part. A final single-process pass drops exact duplicate documents across all files, in
-input order (the first copy wins), keeping only 16-byte hashes in memory, so memory is
-bounded by the number of distinct documents, not the corpus size. The output is the same
-whatever the number of workers.
+part and returning its documents' hashes. The main process then drops exact duplicates
+across all files in input order (the first copy wins), keeping only 16-byte hashes in
+memory, so memory is bounded by the number of distinct documents, not the corpus size. A
+part without duplicates is renamed into place; only parts with duplicates are rewritten.
+The output is the same whatever the number of workers.
 
 Skips are counted and reported, never silent: empty and binary files, documents shorter
 than ``min_doc_chars``, duplicates, unsupported files inside a directory. Errors that make
@@ -22,20 +25,18 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from bertpipe import cache
 from bertpipe.readers import Format, InputError, ReadOptions, ReadStats, detect_format, is_binary, read_documents
 from bertpipe.stage import StageResult, publish_latest
+from bertpipe.workers import process_pool
 
 STAGE = "ingest"
 VERSION = 1
@@ -46,9 +47,13 @@ SCHEMA = pa.schema(
         ("title", pa.string()),
         ("sentences", pa.list_(pa.string())),
         ("n_chars", pa.int64()),
+        ("doc_hash", pa.binary(16)),
     ]
 )
-_ROWS_PER_GROUP = 1024  # documents vary from tweets to books; 1k rows keeps groups ~1-10 MB
+# Documents vary from tweets to books: a row group closes at 1024 documents or ~1 MB of text,
+# so the shards stage can read just the groups a block needs.
+_ROWS_PER_GROUP = 1024
+_CHARS_PER_GROUP = 1_000_000
 
 
 class IngestConfig(BaseModel):
@@ -95,6 +100,13 @@ class FileReport:
     utf8_replacements: int = 0
     bad_records: int = 0
     wiki_skipped: dict[str, int] = field(default_factory=dict)
+    # per-document facts for the dedupe pass (not written to the manifest)
+    doc_hashes: list[bytes] = field(default_factory=list, repr=False)
+    doc_sentences: list[int] = field(default_factory=list, repr=False)
+    doc_chars: list[int] = field(default_factory=list, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if not k.startswith("doc_")}
 
 
 def expand_inputs(inputs: list[str | Path]) -> tuple[list[tuple[Path, Format]], list[dict[str, str]]]:
@@ -128,9 +140,9 @@ def _doc_hash(sentences: list[str]) -> bytes:
     return hashlib.blake2b("\n".join(sentences).encode(), digest_size=16).digest()
 
 
-def _ingest_file(path: Path, fmt: Format, cfg: IngestConfig, part: Path) -> FileReport:
-    """Stream one file into a Parquet part with an extra ``hash`` column (dropped later)."""
-    report = FileReport(str(path), fmt, cache.hash_file(path))
+def _ingest_file(path: Path, fmt: Format, content_hash: str, cfg: IngestConfig, part: Path) -> FileReport:
+    """Stream one file into a Parquet part; report its documents' hashes and sizes."""
+    report = FileReport(str(path), fmt, content_hash)
     if path.stat().st_size == 0:
         report.status = "skipped:empty file"
         return report
@@ -138,12 +150,14 @@ def _ingest_file(path: Path, fmt: Format, cfg: IngestConfig, part: Path) -> File
         report.status = "skipped:binary file (NUL bytes)"
         return report
     stats = ReadStats()
-    schema = SCHEMA.append(pa.field("hash", pa.binary(16)))
+    schema = SCHEMA
     rows: dict[str, list] = {name: [] for name in schema.names}
     writer: pq.ParquetWriter | None = None
+    group_chars = 0
 
     def flush() -> None:
-        nonlocal writer
+        nonlocal writer, group_chars
+        group_chars = 0
         if writer is None:
             writer = pq.ParquetWriter(part, schema, compression="zstd")
         writer.write_table(pa.table(rows, schema=schema))
@@ -156,16 +170,24 @@ def _ingest_file(path: Path, fmt: Format, cfg: IngestConfig, part: Path) -> File
             if n_chars < max(cfg.min_doc_chars, 1):
                 report.short_docs += 1
                 continue
-            for k, v in (("id", doc.id), ("source", path.name), ("title", doc.title), ("sentences", doc.sentences), ("n_chars", n_chars), ("hash", _doc_hash(doc.sentences))):
+            h = _doc_hash(doc.sentences)
+            for k, v in (("id", doc.id), ("source", path.name), ("title", doc.title), ("sentences", doc.sentences), ("n_chars", n_chars), ("doc_hash", h)):
                 rows[k].append(v)
+            report.doc_hashes.append(h)
+            report.doc_sentences.append(len(doc.sentences))
+            report.doc_chars.append(n_chars)
             report.docs += 1
-            if len(rows["id"]) >= _ROWS_PER_GROUP:
+            group_chars += n_chars
+            if len(rows["id"]) >= _ROWS_PER_GROUP or group_chars >= _CHARS_PER_GROUP:
                 flush()
         if rows["id"]:
             flush()
     finally:
         if writer is not None:
             writer.close()
+    if writer is not None:
+        with open(part, "rb") as f:
+            os.fsync(f.fileno())
     report.records, report.utf8_replacements, report.bad_records = stats.records, stats.utf8_replacements, stats.bad_records
     report.wiki_skipped = stats.wiki_skipped
     if report.docs == 0 and report.status == "ok":
@@ -186,13 +208,13 @@ def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path) -> Stage
 
     with cache.stage_dir(final) as tmp:
         parts = [tmp / f".raw-{i:05d}.parquet" for i in range(len(files))]
-        jobs = [(p, f, cfg, part) for (p, f), part in zip(files, parts, strict=True)]
+        jobs = [(p, f, h, cfg, part) for (p, f), h, part in zip(files, hashes, parts, strict=True)]
         if cfg.workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=get_context("spawn")) as ex:
+            with process_pool(min(cfg.workers, len(jobs))) as ex:
                 reports = list(ex.map(_ingest_file, *zip(*jobs, strict=True)))
         else:
             reports = [_ingest_file(*job) for job in jobs]
-        counts = _dedupe_parts(parts, tmp, cfg.dedupe)
+        counts = _dedupe_parts(parts, reports, tmp, cfg.dedupe)
         if counts["documents"] == 0:
             raise InputError(
                 "empty corpus: no documents left after ingest "
@@ -213,7 +235,7 @@ def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path) -> Stage
                 "utf8_replacements": sum(r.utf8_replacements for r in reports),
                 "bad_records_skipped": sum(r.bad_records for r in reports),
             },
-            "files": [asdict(r) for r in reports],
+            "files": [r.public() for r in reports],
             "unsupported": unsupported,
         }
         cache.write_json_atomic(tmp / cache.MANIFEST, manifest)
@@ -221,39 +243,40 @@ def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path) -> Stage
     return StageResult(STAGE, fp, final, manifest, cached=False)
 
 
-def _dedupe_parts(parts: list[Path], out: Path, dedupe: bool) -> dict[str, int]:
-    """Rewrite raw parts as final parts in input order, dropping repeated document hashes."""
+def _dedupe_parts(parts: list[Path], reports: list[FileReport], out: Path, dedupe: bool) -> dict[str, int]:
+    """Publish raw parts as final parts in input order, dropping repeated document hashes."""
     seen: set[bytes] = set()
     counts = {"documents": 0, "duplicates_dropped": 0, "sentences": 0, "characters": 0}
     n_out = 0
-    for raw in parts:
+    for raw, report in zip(parts, reports, strict=True):
         if not raw.exists():
             continue
-        pf = pq.ParquetFile(raw)
+        keep = []
+        for h in report.doc_hashes:
+            keep.append(not (dedupe and h in seen))
+            seen.add(h)
+        n_keep = sum(keep)
+        counts["duplicates_dropped"] += len(keep) - n_keep
+        counts["sentences"] += sum(n for n, k in zip(report.doc_sentences, keep, strict=True) if k)
+        counts["characters"] += sum(n for n, k in zip(report.doc_chars, keep, strict=True) if k)
+        if n_keep == 0:
+            raw.unlink()
+            continue
         final = out / f"part-{n_out:05d}.parquet"
-        tmp = final.with_name(final.name + ".tmp")
-        wrote = 0
-        with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
-            for i in range(pf.num_row_groups):
-                table = pf.read_row_group(i)
-                keep = []
-                for h in table.column("hash").to_pylist():
-                    dup = dedupe and h in seen
-                    seen.add(h)
-                    keep.append(not dup)
-                counts["duplicates_dropped"] += keep.count(False)
-                table = table.filter(pa.array(keep)).select(SCHEMA.names)
-                if table.num_rows:
-                    writer.write_table(table)
-                    wrote += table.num_rows
-                    counts["sentences"] += int(pc.sum(pc.list_value_length(table.column("sentences"))).as_py())
-                    counts["characters"] += int(pc.sum(table.column("n_chars")).as_py())
-        raw.unlink()
-        if wrote:
-            cache.commit_file(tmp, final)
-            counts["documents"] += wrote
-            n_out += 1
-        else:
-            tmp.unlink()
+        if n_keep < len(keep):  # rare: rewrite without the duplicates, row group by row group
+            tmp = final.with_name(final.name + ".tmp")
+            pf, offset = pq.ParquetFile(raw), 0
+            with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
+                for g in range(pf.num_row_groups):
+                    table = pf.read_row_group(g)
+                    mask = pa.array(keep[offset : offset + table.num_rows])
+                    offset += table.num_rows
+                    if (table := table.filter(mask)).num_rows:
+                        writer.write_table(table)
+            raw.unlink()
+            raw = tmp
+        cache.commit_file(raw, final)
+        counts["documents"] += n_keep
+        n_out += 1
     counts["parts"] = n_out
     return counts

@@ -84,11 +84,15 @@ def mask_batch(
     else:
         keys = rng.random((n, t))
         keys[~cand] = 2.0
-        # the k smallest keys among candidates (argpartition would be faster but less clear)
-        order = np.argsort(keys, axis=1, kind="stable")[:, : min(p, t)]  # (n, P')
+        # a row's k smallest keys are a uniform random k-subset of its candidates
+        width = min(p, t)
+        if width < t:
+            part = np.argpartition(keys, width - 1, axis=1)[:, :width]  # (n, P): the P smallest, unordered
+            order = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
+        else:
+            order = np.argsort(keys, axis=1)
         chosen = np.zeros((n, t), dtype=bool)
-        take = np.arange(order.shape[1])[None, :] < k[:, None]
-        np.put_along_axis(chosen, order, take, axis=1)
+        np.put_along_axis(chosen, order, np.arange(width)[None, :] < k[:, None], axis=1)
         chosen &= cand
     return _apply(tokens, chosen, cfg, rng, vocab_size, mask_id)
 
@@ -125,15 +129,12 @@ def _choose_whole_words(tokens: np.ndarray, cand: np.ndarray, k: np.ndarray, is_
 def _apply(tokens: np.ndarray, chosen: np.ndarray, cfg: MaskingConfig, rng: np.random.Generator, vocab_size: int, mask_id: int) -> MaskedBatch:
     n, t = tokens.shape
     p = cfg.max_predictions_per_seq
-    counts = chosen.sum(1)
-    # positions of chosen tokens in ascending order, left-aligned into (n, P)
-    order = np.argsort(~chosen, axis=1, kind="stable")[:, :p]  # (n, P)
-    valid = np.arange(order.shape[1])[None, :] < counts[:, None]
-    if order.shape[1] < p:  # sequences shorter than P
-        pad = p - order.shape[1]
-        order = np.pad(order, ((0, 0), (0, pad)))
-        valid = np.pad(valid, ((0, 0), (0, pad)))
-    positions = np.where(valid, order, 0)
+    rows_nz, cols_nz = np.nonzero(chosen)  # row-major: positions ascending within each row
+    counts = np.bincount(rows_nz, minlength=n)
+    rank = np.arange(len(rows_nz)) - np.repeat(np.cumsum(counts) - counts, counts)
+    positions = np.zeros((n, p), dtype=np.int64)
+    positions[rows_nz, rank] = cols_nz
+    valid = np.arange(p)[None, :] < counts[:, None]
     labels = np.where(valid, np.take_along_axis(tokens, positions, axis=1), -100).astype(np.int32)
     u = rng.random((n, p))
     m, r, _ = cfg.mask_split

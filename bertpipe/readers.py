@@ -159,11 +159,13 @@ def _read_text(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawD
     def flush_block() -> None:
         if not block:
             return
+        text = clean_text("\n".join(block))  # one call per paragraph/document, not per line
         if mode == "lines":
-            for ln in block:
-                doc_sentences.extend(split_sentences(ln, opts.max_sentence_chars) if len(ln) > opts.max_sentence_chars else [ln])
+            for ln in text.split("\n"):
+                if ln := ln.strip():
+                    doc_sentences.extend(split_sentences(ln, opts.max_sentence_chars) if len(ln) > opts.max_sentence_chars else [ln])
         else:
-            doc_sentences.extend(split_sentences(" ".join(block), opts.max_sentence_chars))
+            doc_sentences.extend(split_sentences(text, opts.max_sentence_chars))
         block.clear()
 
     def all_lines() -> Iterator[str]:
@@ -172,8 +174,7 @@ def _read_text(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawD
             yield ln
 
     for line in all_lines():
-        text = clean_text(line).strip()
-        if not text:
+        if line.isspace() or not line:
             blanks += 1
             continue
         if blanks:
@@ -184,7 +185,7 @@ def _read_text(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawD
                 docs += 1
                 doc_sentences = []
             blanks = 0
-        block.append(text)
+        block.append(line.rstrip("\r\n"))
         stats.records += 1
     flush_block()
     if doc_sentences:

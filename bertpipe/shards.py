@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +43,7 @@ from bertpipe.masking import MaskingConfig, mask_batch
 from bertpipe.pairs import Block, Instances, NspMode, sample_pairs, stream_tokens
 from bertpipe.stage import StageResult, publish_latest, resolve_stage_dir
 from bertpipe.wordpiece import Vocab, load_vocab
+from bertpipe.workers import process_pool
 
 STAGE = "shards"
 VERSION = 1
@@ -125,18 +125,32 @@ def _vocab(tok_dir: str) -> Vocab:
     return load_vocab(Path(tok_dir))
 
 
+def _read_rows(part: str, rows: tuple[int, ...]) -> pa.ChunkedArray:
+    """The ``sentences`` of the given rows, reading only the row groups that hold them."""
+    pf = pq.ParquetFile(part)
+    sizes = np.array([pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    row_arr = np.asarray(rows)
+    group_of = np.searchsorted(starts, row_arr, side="right") - 1
+    groups = np.unique(group_of)
+    # position of each selected group's first row within the concatenation of selected groups
+    base = dict(zip(groups.tolist(), (np.cumsum(sizes[groups]) - sizes[groups]).tolist(), strict=True))
+    local = row_arr - starts[group_of] + np.array([base[g] for g in group_of.tolist()])
+    return pf.read_row_groups(groups.tolist(), columns=["sentences"]).column(0).take(pa.array(local))
+
+
 def tokenize_block(pieces: tuple[tuple[str, tuple[int, ...]], ...], vocab: Vocab) -> Block:
     """Read the block's documents and tokenize every sentence (no special tokens)."""
     sentences: list[str] = []
     doc_sizes: list[int] = []
     for part, rows in pieces:
-        col = pq.read_table(part, columns=["sentences"]).column(0).take(pa.array(rows))
+        col = _read_rows(part, rows)
         for doc in col.to_pylist():
             sentences.extend(doc)
             doc_sizes.append(len(doc))
     encodings = vocab.tokenizer.encode_batch_fast(sentences, add_special_tokens=False)
     lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-    tokens = np.fromiter((i for e in encodings for i in e.ids), dtype=np.int32, count=int(lengths.sum()))
+    tokens = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(lengths.sum()))
     # Sentences that tokenize to nothing are dropped; so are documents left empty.
     doc_of_sent = np.repeat(np.arange(len(doc_sizes)), doc_sizes)
     keep = lengths > 0
@@ -249,8 +263,7 @@ def build_shards(docs_dir: Path, tok_dir: Path, cfg: ShardsConfig, out_root: Pat
                 for i, (split, pieces) in enumerate(plan_blocks(docs_dir, cfg))]
         bar = tqdm(total=len(jobs), desc="shards", unit="shard", disable=not progress)
         if cfg.workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=get_context("spawn"),
-                                     initializer=_worker_init) as ex:
+            with process_pool(min(cfg.workers, len(jobs))) as ex:
                 reports = []
                 for r in ex.map(build_shard, jobs):
                     reports.append(r)
@@ -281,8 +294,3 @@ def build_shards(docs_dir: Path, tok_dir: Path, cfg: ShardsConfig, out_root: Pat
         cache.write_json_atomic(tmp / cache.MANIFEST, manifest)
     publish_latest(Path(out_root), fp)
     return StageResult(STAGE, fp, final, manifest, cached=False)
-
-
-def _worker_init() -> None:
-    # One tokenizer thread per worker process: the processes already use every core.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"

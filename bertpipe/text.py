@@ -21,7 +21,9 @@ import blingfire
 
 # C0/C1 controls except \t \n \r, zero-width space/joiners, BOM, soft hyphen, bidi marks.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060\ufeff]")
-_SPACES = re.compile(r"[ \t\r\f\v\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+_WS = r"[ \t\r\f\v\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]"
+# Only runs that are not already a single plain space match, so ordinary text is a fast scan.
+_SPACES = re.compile(rf"[\t\r\f\v\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{_WS}*| {_WS}+")
 _WORD_END = re.compile(r"\s")
 
 
@@ -34,7 +36,7 @@ def clean_text(text: str) -> str:
 
 def split_sentences(paragraph: str, max_sentence_chars: int = 2000) -> list[str]:
     """Split one paragraph (newlines are treated as spaces) into sentences."""
-    paragraph = " ".join(paragraph.split())
+    paragraph = paragraph.replace("\n", " ").strip()
     if not paragraph:
         return []
     sentences = blingfire.text_to_sentences(paragraph).split("\n")

@@ -1,0 +1,196 @@
+"""The pretraining loop: learning, exact resume, SIGTERM, torchrun, bad input, HF export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertpipe import hf
+from bertpipe import pretrain as pretrain_mod
+from bertpipe.data import ShardDataset
+from bertpipe.optim import OptimConfig
+from bertpipe.pretrain import PretrainConfig, pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = Path("/work/shared/data/corpora/gutenberg/emma.txt")
+TINY = {"hidden_size": 36, "num_attention_heads": 3, "num_hidden_layers": 3, "intermediate_size": 72}
+TINY_FLAGS = [f"--model={k}={v}" for k, v in TINY.items()]
+
+
+def build_shards(root: Path, *, dynamic: bool = False, nsp_mode: str = "nsp", max_seq_length: int = 64) -> Path:
+    """Real pipeline (ingest -> WordPiece 1000 -> shards) on 300 kB of a public-domain novel."""
+    from bertpipe.ingest import IngestConfig, ingest
+    from bertpipe.masking import MaskingConfig
+    from bertpipe.shards import ShardsConfig, build_shards as build
+    from bertpipe.wordpiece import WordPieceConfig, train_wordpiece
+
+    src = root / "src" / "emma.txt"
+    if not src.exists():
+        src.parent.mkdir(parents=True, exist_ok=True)
+        sample = sorted((ROOT / "data" / "sample").glob("*.txt"))
+        src.write_bytes((CORPUS.read_bytes() if CORPUS.exists() else b"".join(p.read_bytes() for p in sample))[:300_000])
+    docs = ingest([src], IngestConfig(workers=1), root / "docs")
+    tok = train_wordpiece(docs.path, WordPieceConfig(vocab_size=1000), root / "tok")
+    cfg = ShardsConfig(workers=1, max_seq_length=max_seq_length, dupe_factor=2, eval_fraction=0.1, block_chars=50_000,
+                       rows_per_group=64, dynamic=dynamic, nsp_mode=nsp_mode,
+                       masking=MaskingConfig(max_predictions_per_seq=max_seq_length // 6))
+    return build(docs.path, tok.path, cfg, root / f"shards-{dynamic}-{nsp_mode}-{max_seq_length}", progress=False).path
+
+
+@pytest.fixture(scope="module")
+def shard_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pretrain-data")
+
+
+@pytest.fixture(scope="module")
+def static_dir(shard_root) -> Path:
+    return build_shards(shard_root)
+
+
+@pytest.fixture(scope="module")
+def dynamic_dir(shard_root) -> Path:
+    return build_shards(shard_root, dynamic=True)
+
+
+def tiny_cfg(**kw) -> PretrainConfig:
+    base = dict(model=TINY, batch_size=16, steps=12, log_every=1, eval_every=0, eval_batches=4, checkpoint_every=0,
+                seed=7, optim=OptimConfig(name="adamw", lr=3e-3, warmup_ratio=0.1))
+    return PretrainConfig(**{**base, **kw})
+
+
+def records(run: Path, split: str = "train") -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("split") == split]
+
+
+def mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs)
+
+
+def test_loss_falls_and_export_matches_transformers(static_dir, tmp_path):
+    seen = []
+    res = pretrain(static_dir, tiny_cfg(steps=80, eval_every=40, log_every=10), tmp_path / "run", on_metrics=seen.append)
+    losses = [res.losses[s] for s in range(1, 81)]
+    assert mean(losses[-10:]) < mean(losses[:5]) - 0.8, losses
+    train, evals = records(tmp_path / "run"), records(tmp_path / "run", "eval")
+    assert [r["step"] for r in train] == list(range(10, 81, 10)) and [r["step"] for r in evals] == [40, 80]
+    assert evals[-1]["loss"] < 0.9 * mean(losses[:3])
+    assert seen[0]["event"] == "start" and [r for r in seen if r.get("split") == "train"] == train
+    for r in train:
+        assert r["tokens_per_s"] > 0 and 0 <= r["mlm_acc"] <= 1 and 0 <= r["nsp_acc"] <= 1 and r["lr"] > 0
+        assert r["loss"] == pytest.approx(r["mlm_loss"] + r["nsp_loss"])
+    assert res.final_dir == tmp_path / "run" / "final" and not res.interrupted
+
+    transformers = pytest.importorskip("transformers")
+    ours = hf.load_checkpoint(res.final_dir).eval()
+    hf.export_hf(res.final_dir, tmp_path / "hf")
+    theirs = transformers.BertForPreTraining.from_pretrained(tmp_path / "hf").eval()
+    ds = ShardDataset(static_dir, batch_size=32, epochs=1, shuffle=False)
+    b = next(b for b in ds if (b["attention_mask"] == 0).any())  # a padded batch
+    with torch.no_grad():
+        o = ours(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["masked_positions"])
+        t = theirs(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"])
+    idx = b["masked_positions"][..., None].expand(-1, -1, t.prediction_logits.shape[-1])
+    assert (torch.gather(t.prediction_logits, 1, idx) - o.mlm_logits).abs().max() < 1e-5
+    assert (t.seq_relationship_logits - o.nsp_logits).abs().max() < 1e-5
+
+
+def test_resume_reproduces_losses_bit_exactly(dynamic_dir, shard_root, tmp_path):
+    """Dropout on, dynamic masks, grad accumulation, two phases: stop twice, resume, compare."""
+    phase2 = build_shards(shard_root, dynamic=True, max_seq_length=96)
+    cfg = tiny_cfg(steps=12, grad_accum=2, phase2_fraction=0.25, checkpoint_every=4, eval_every=6)
+    full = pretrain(dynamic_dir, cfg, tmp_path / "a", shards_phase2=phase2)
+    assert sorted(full.losses) == list(range(1, 13))
+    part1 = pretrain(dynamic_dir, cfg, tmp_path / "b", shards_phase2=phase2, stop_at_step=5)
+    assert part1.interrupted and part1.step == 5 and part1.final_dir is None
+    assert (tmp_path / "b" / "checkpoints" / "step-0000005" / "trainer.pt").exists()
+    part2 = pretrain(dynamic_dir, cfg, tmp_path / "b", shards_phase2=phase2, stop_at_step=10)  # stops in phase 2
+    part3 = pretrain(dynamic_dir, cfg, tmp_path / "b", shards_phase2=phase2)
+    assert sorted(part2.losses) == list(range(6, 11)) and sorted(part3.losses) == [11, 12]
+    resumed = {**part1.losses, **part2.losses, **part3.losses}
+    assert resumed == full.losses  # float equality: bit-exact
+    assert [r["step"] for r in records(tmp_path / "b")] == list(range(1, 13))  # no duplicated records
+    a, b = hf.load_state_dict(full.final_dir), hf.load_state_dict(part3.final_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="different config"):
+        pretrain(dynamic_dir, tiny_cfg(steps=14, grad_accum=2), tmp_path / "b")
+
+
+def test_sigterm_writes_checkpoint(static_dir, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bertpipe.pretrain", str(static_dir), "--out", str(run), "--steps", "100000",
+           "--log-every", "1", "--checkpoint-every", "0", "--eval-every", "0", "--batch-size", "8", *TINY_FLAGS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and len(records(run)) >= 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    (ckpt,) = (run / "checkpoints").glob("step-*")
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["step"] == records(run)[-1]["step"] >= 3
+    assert hf.load_checkpoint(ckpt / "model").config.hidden_size == 36
+    assert "resume" in out
+
+
+def test_torchrun_two_ranks_disjoint_and_learning(static_dir, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    run = tmp_path / "run"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "bertpipe.pretrain", str(static_dir),
+           "--out", str(run), "--steps", "40", "--log-every", "5", "--eval-every", "40", "--checkpoint-every", "20",
+           "--batch-size", "8", "--optim.name", "adamw", "--optim.lr", "3e-3", "--optim.warmup-ratio", "0.1",
+           "--seed", "3", *TINY_FLAGS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (data,) = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "data"]
+    r0, r1 = data["first_row_ids_by_rank"]
+    assert len(r0) == len(r1) == 8 and not set(r0) & set(r1)  # each rank reads its own rows
+    train = records(run)
+    assert all(r["world_size"] == 2 for r in train)
+    assert train[-1]["loss"] < train[0]["loss"] - 0.5
+    assert (run / "checkpoints" / "step-0000040" / "rng-rank1.pt").exists()
+    assert hf.load_checkpoint(run / "final").config.num_hidden_layers == 3
+
+
+def test_bad_input_stops_clearly(static_dir, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="vocabulary of 1000 tokens but the model's vocab_size is 500"):
+        pretrain(static_dir, tiny_cfg(model={**TINY, "vocab_size": 500}), tmp_path / "v")
+    with pytest.raises(ValueError, match="max_seq_length 64 exceeds the model's max_position_embeddings 32"):
+        pretrain(static_dir, tiny_cfg(model={**TINY, "max_position_embeddings": 32}), tmp_path / "p")
+    with pytest.raises(ValueError, match="sum"):
+        tiny_cfg(masking={"mask_split": (0.5, 0.1, 0.1)})
+    with pytest.raises(ValueError, match="dynamic=True"):
+        pretrain(static_dir, tiny_cfg(masking={"masked_lm_prob": 0.3}), tmp_path / "m")
+
+    real_loss, calls = pretrain_mod.pretraining_loss, []
+
+    def poisoned(*args, **kw):  # the 7th step's loss is NaN
+        out = real_loss(*args, **kw)
+        calls.append(1)
+        return out._replace(loss=out.loss * float("nan")) if len(calls) == 7 else out
+
+    monkeypatch.setattr(pretrain_mod, "pretraining_loss", poisoned)
+    run = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match=r"step 7: loss is nan.*step-0000006"):
+        pretrain(static_dir, tiny_cfg(checkpoint_every=3), run)
+    assert sorted(p.name for p in (run / "checkpoints").glob("*")) == ["step-0000003", "step-0000006"]
+    assert all(torch.isfinite(t).all() for t in hf.load_state_dict(run / "checkpoints" / "step-0000006" / "model").values())
+
+
+def test_no_nsp_shards_train_mlm_only(shard_root, tmp_path):
+    shards = build_shards(shard_root, nsp_mode="none")
+    res = pretrain(shards, tiny_cfg(steps=4, eval_every=4, precision="bf16"), tmp_path / "run")
+    for r in records(tmp_path / "run") + records(tmp_path / "run", "eval"):
+        assert r["nsp_acc"] is None and r["nsp_loss"] is None and r["loss"] == r["mlm_loss"]
+    assert len(res.losses) == 4
