@@ -39,7 +39,7 @@ from bertpipe.stage import StageResult, publish_latest
 from bertpipe.workers import process_pool
 
 STAGE = "ingest"
-VERSION = 1
+VERSION = 2  # 2: text is a fixed point of BERT's clean_text (see bertpipe.text)
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -227,6 +227,7 @@ def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path) -> Stage
             "fingerprint": fp,
             "config": cfg.fingerprint_fields(),
             "schema": {f.name: str(f.type) for f in SCHEMA},
+            "bert_clean": True,  # sentences need no clean_text step in the tokenizer
             "counts": counts
             | {
                 "files": len(files),
