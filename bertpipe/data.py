@@ -23,20 +23,21 @@ Randomness and resumption
     rank, worker])``, flushed at each epoch end; dynamic masks: ``Generator([seed, 2,
     start_epoch, rank, worker, batch_index])``. Batches are cut from the concatenation of the
     per-epoch shuffled streams, so batch ``k`` of a worker is rows ``kB .. kB+B-1`` of that
-    stream. ``skip_batches=k`` (micro-batches already consumed by this rank; the DataLoader
-    takes them round-robin from its workers, and a resumed loader's workers take over the roles
-    of the ones due next) therefore resumes exactly: whole epochs are
-    skipped by arithmetic on the row-group metadata, and only the epoch in progress is
-    replayed through the buffer (bounded cost: at most one epoch of reading). The same stream
-    requires the same seed, world size, worker count and batch size.
+    stream. ``skip_batches=k`` (micro-batches this rank already consumed; the DataLoader takes
+    them round-robin from its workers, and a resumed loader's workers take over the roles of
+    the ones due next) therefore resumes exactly: whole epochs are skipped by arithmetic on
+    the row-group metadata and only the epoch in progress is replayed through the buffer (at
+    most one epoch of reading). The same stream needs the same seed, world size, worker count
+    and batch size.
 
 Trade-offs
     A shuffle buffer over row groups is not a global shuffle; the shards were already
     shuffled within each shard when written, and the unit order changes every epoch, so a
-    buffer of a few thousand rows mixes well at bounded memory. Rows live as small NumPy
-    views and batches are assembled with a per-row Python loop: ~1-2 us per row, far below a
-    training step's cost. Padding to the batch's longest row saves work on CPU; a fixed
-    length (``pad_to="max"`` or an int) gives static shapes for ``torch.compile``/CUDA graphs.
+    buffer of a few thousand rows mixes well in bounded memory (the buffer's rows plus one
+    row group per reader). Rows are small NumPy arrays and batches are assembled with a
+    per-row Python loop, ~2 us per row, far below a training step's cost. Padding to the
+    batch's longest row saves work on CPU; a fixed length (``pad_to="max"`` or an int) gives
+    static shapes for ``torch.compile``/CUDA graphs.
 """
 
 from __future__ import annotations
@@ -190,8 +191,9 @@ class ShardDataset(IterableDataset):
         for r in range(start, u.rows, step):
             pos = ids_ = None
             if not self.dynamic:
-                pos, ids_ = mpv[moff[r]:moff[r + 1]], miv[moff[r]:moff[r + 1]]
-            yield val[off[r]:off[r + 1]], int(split[r]), int(nsl[r]), pos, ids_, base + r
+                pos, ids_ = mpv[moff[r]:moff[r + 1]].copy(), miv[moff[r]:moff[r + 1]].copy()
+            # copies: a buffered row must not keep its whole row group alive
+            yield val[off[r]:off[r + 1]].copy(), int(split[r]), int(nsl[r]), pos, ids_, base + r
 
     def _shuffled(self, rows: Iterable[Row], rng: np.random.Generator) -> Iterator[Row]:
         size = self.shuffle_buffer

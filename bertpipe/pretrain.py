@@ -17,13 +17,13 @@ Choices and trade-offs
       restored, and the DataLoader draws its seed from a private generator, so on CPU a resumed
       run repeats the uninterrupted run's losses bit for bit (same seed, world size, workers).
     * Checkpoints are written into a hidden temporary directory and renamed: a crash never
-      leaves a half checkpoint, and a bad step (NaN/inf loss) raises before any update, so the
-      last checkpoint on disk is always good. Only ``keep_checkpoints`` newest are kept.
-    * SIGTERM sets a flag; ranks agree on it in the per-step all-reduce of the metrics (which
-      they do anyway), then checkpoint the same step and return; the launcher exits with 143.
+      leaves a half checkpoint, and a bad step (NaN/inf loss or gradient) raises before the
+      update, so the newest checkpoint on disk is always good. ``keep_checkpoints`` are kept.
+    * SIGTERM sets a flag; ranks agree on it in the per-step all-reduce of the metric sums
+      (done anyway), checkpoint the same step and return; the launcher then exits with 143.
     * One lr schedule spans both phases (phase 2 continues the decay), as in the paper.
-    * Metrics are computed by reducing sums over ranks (one small all-reduce per step); the
-      per-step ``.item()`` that checks for NaN costs a host sync on GPUs, accepted for safety.
+    * The per-step ``.item()`` that checks the loss costs a host sync on GPUs; accepted, since
+      it is what lets a NaN stop the run at the step it appears.
 """
 
 from __future__ import annotations
@@ -60,14 +60,14 @@ log = logging.getLogger(__name__)
 
 
 class PretrainConfig(BaseModel):
-    """Everything that shapes a pretraining run. Flags of the launcher mirror these fields."""
+    """Everything that shapes a pretraining run. The launcher's flags mirror these fields."""
 
     model_config = ConfigDict(extra="forbid")
 
     preset: str = Field("tiny", description="model size: tiny, mini, small, medium, base, large")
-    model: dict[str, Any] = Field(default_factory=dict, description="BertConfig overrides (embedding_fusion, "
-                                  "hidden_dropout_prob, ...); vocab_size and pad_token_id default to the shards'")
-    # 32 x 128 tokens is what a 2-core CPU steps through in about a second at the tiny preset.
+    model: dict[str, Any] = Field(default_factory=dict, description="BertConfig overrides (embedding_fusion, hidden_dropout_prob, "
+                                  "...); vocab_size and pad_token_id default to the shards'")
+    # 32 x 128 tokens: about a second per step for the tiny preset on a 2-core CPU.
     batch_size: int = Field(32, ge=1, description="sequences per rank per micro-batch")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     steps: int = Field(1000, ge=1, description="optimizer steps in total, both phases")
@@ -76,7 +76,7 @@ class PretrainConfig(BaseModel):
     phase2_batch_size: int | None = Field(None, ge=1, description="phase-2 micro-batch (default: batch_size)")
     # warmup_ratio 0.01 = the paper's 10k of 1M steps; a fixed 10k would exceed short runs.
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(warmup_ratio=0.01), description="optimizer")
-    masking: MaskingConfig | None = Field(None, description="dynamic shards only: masking to use instead of the manifest's")
+    masking: MaskingConfig | None = Field(None, description="dynamic shards only: masking instead of the manifest's")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (bf16 also on CPU; fp16 CUDA only)")
     compile: bool = Field(False, description="torch.compile the model (pays off on long runs; try pad_to=max)")
     pad_to: Literal["longest", "max"] = Field("longest", description="pad batches to their longest row or to max_seq_length")
@@ -85,7 +85,7 @@ class PretrainConfig(BaseModel):
     eval_batches: int = Field(20, ge=1, description="eval batches per rank")
     checkpoint_every: int = Field(500, ge=0, description="checkpoint every N steps (0: only at the end / SIGTERM)")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints to keep")
-    seed: int = Field(12345, description="seed of init, dropout and data order")
+    seed: int = Field(12345, description="seed of init, dropout and data order")  # the reference's seed
     device: str = Field("auto", description="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda, ...")
     # 0: batches are built in the training process; at ~2 us per row that is <1% of a CPU step.
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
@@ -100,9 +100,9 @@ _FREE_FIELDS = {"log_every", "eval_every", "eval_batches", "checkpoint_every", "
 class PretrainResult:
     out_dir: Path
     step: int  # optimizer steps done
-    final_dir: Path | None  # out_dir/final once all steps are done
-    interrupted: bool  # stopped by SIGTERM or stop_at_step, with a checkpoint
-    losses: dict[int, float] = field(default_factory=dict)  # step -> loss, steps run by this call
+    final_dir: Path | None = None  # out_dir/final once all steps are done
+    interrupted: bool = False  # stopped by SIGTERM or stop_at_step, with a checkpoint
+    losses: dict[int, float] = field(default_factory=dict)  # step -> loss, for the steps this call ran
     train: dict[str, Any] | None = None  # last train record
     eval: dict[str, Any] | None = None  # last eval record
 
@@ -110,23 +110,22 @@ class PretrainResult:
 def pretrain(shards_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, shards_phase2: str | Path | None = None,
              resume: bool = True, on_metrics: Callable[[dict[str, Any]], None] | None = None, *,
              stop_at_step: int | None = None) -> PretrainResult:
-    """Train per ``cfg``; resume from ``out_dir/checkpoints`` when there are any.
+    """Train per ``cfg``, continuing from ``out_dir/checkpoints`` when ``resume`` and there are any.
 
     ``on_metrics`` gets every record written to metrics.jsonl (rank 0 only). ``stop_at_step``
-    ends this call after that step with a checkpoint, as SIGTERM would.
+    ends this call after that step with a checkpoint, as SIGTERM would. Under torchrun the
+    process group is created here from the environment (NCCL on CUDA, gloo on CPU).
     """
-    out = Path(out_dir)
     own_pg = not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     if own_pg:
         dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cfg.device == "auto" and cuda
-                          else ("cpu" if cfg.device == "auto" else cfg.device))
+    device = torch.device(cfg.device if cfg.device != "auto" else f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        return _Run(cfg, out, rank, world, device, on_metrics).run(Path(shards_dir), shards_phase2, resume, stop_at_step)
+        return _Run(cfg, Path(out_dir), rank, world, device, on_metrics).run(shards_dir, shards_phase2, resume, stop_at_step)
     finally:
         if own_pg:
             dist.destroy_process_group()
@@ -135,81 +134,76 @@ def pretrain(shards_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, s
 class _Run:
     def __init__(self, cfg: PretrainConfig, out: Path, rank: int, world: int, device: torch.device, on_metrics) -> None:
         self.cfg, self.out, self.rank, self.world, self.device, self.on_metrics = cfg, out, rank, world, device, on_metrics
-        self.ckpt_root = out / "checkpoints"
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-        self.stop = False
+        self.ckpt_root, self.stop = out / "checkpoints", False
 
     def emit(self, record: dict[str, Any]) -> None:
-        if self.rank:
-            return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.on_metrics is not None:
-            self.on_metrics(record)
-        if "loss" in record:
-            log.info("%s step %d: %s", record["split"], record["step"], ", ".join(
-                f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)))
+        if self.rank == 0:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if self.on_metrics is not None:
+                self.on_metrics(record)
+            if "loss" in record:
+                log.info("%s step %d: %s", record["split"], record["step"],
+                         ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)))
 
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
 
-    def run(self, shards: Path, shards2: str | Path | None, resume: bool, stop_at: int | None) -> PretrainResult:
+    def run(self, shards: str | Path, shards2: str | Path | None, resume: bool, stop_at: int | None) -> PretrainResult:
         cfg = self.cfg
         if cfg.precision == "fp16" and self.device.type != "cuda":
-            raise ValueError("precision fp16 needs CUDA (its gradient scaling); use bf16 on CPU")
+            raise ValueError("precision fp16 needs CUDA (for its gradient scaling); use bf16 on CPU")
         n2 = round(cfg.steps * cfg.phase2_fraction) if shards2 is not None else 0
-        self.phases = [(shards, cfg.steps - n2, cfg.batch_size)]
+        self.phases = [(Path(shards), cfg.steps - n2, cfg.batch_size)]
         if shards2 is not None:
             self.phases.append((Path(shards2), n2, cfg.phase2_batch_size or cfg.batch_size))
-        mcfg, self.use_nsp, vocab_file = self._check_inputs()
+        mcfg = self._check_inputs()
+        if not resume and list(self.ckpt_root.glob("step-*")):
+            raise FileExistsError(f"{self.ckpt_root} holds checkpoints; resume, or choose another out_dir")
+        self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.raw = raw = BertForPreTraining(mcfg).to(self.device)
+        self.raw = BertForPreTraining(mcfg).to(self.device)
         if self.rank:
-            torch.manual_seed(cfg.seed + 1000003 * self.rank)  # own dropout masks per rank
-        model: torch.nn.Module = raw
-        if self.world > 1:
+            torch.manual_seed(cfg.seed + 1_000_003 * self.rank)  # own dropout masks per rank
+        model: torch.nn.Module = self.raw
+        if self.world > 1:  # without NSP the pooler and NSP head get no gradient
             model = torch.nn.parallel.DistributedDataParallel(
-                raw, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=not self.use_nsp)  # the NSP head gets no gradient without NSP
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=not self.use_nsp)
         if cfg.compile:
             model = torch.compile(model)
-        self.opt = build_optimizer(raw, cfg.optim)
+        self.opt = build_optimizer(self.raw, cfg.optim)
         self.sched = build_scheduler(self.opt, cfg.optim, cfg.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
-        self.vocab_file = vocab_file
-        step = self._resume() if resume else 0
-        if not resume and list(self.ckpt_root.glob("step-*")):
-            raise FileExistsError(f"{self.ckpt_root} has checkpoints; resume, or choose another out_dir")
+        step = self._resume()
         self.emit({"event": "start", "step": step, "world_size": self.world, "device": str(self.device),
-                   "parameters": raw.num_parameters(), "model": mcfg.model_dump(), "config": cfg.model_dump(mode="json")})
-        prev = signal.signal(signal.SIGTERM, self._on_sigterm) if threading.current_thread() is threading.main_thread() else None
+                   "parameters": self.raw.num_parameters(), "model": mcfg.model_dump(), "config": cfg.model_dump(mode="json")})
+        main_thread = threading.current_thread() is threading.main_thread()
+        prev = signal.signal(signal.SIGTERM, self._on_sigterm) if main_thread else None
         try:
             return self._train(model, step, stop_at)
         finally:
-            if prev is not None:
-                signal.signal(signal.SIGTERM, prev)
+            if main_thread:
+                signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
 
     def _on_sigterm(self, signum, frame) -> None:
         log.warning("SIGTERM: stopping after this step with a checkpoint")
         self.stop = True
 
-    def _check_inputs(self) -> tuple[BertConfig, bool, Path | None]:
-        cfg, manifests = self.cfg, []
-        for path, _, _ in self.phases:
-            p, m = load_shards_manifest(path)
-            manifests.append((p, m))
-            if cfg.masking is not None and not m["config"]["dynamic"]:
-                raise ValueError(f"{p}: masking can only be set for shards built with dynamic=True")
+    def _check_inputs(self) -> BertConfig:
+        manifests = [load_shards_manifest(path) for path, _, _ in self.phases]
         vocab = manifests[0][1]["vocab"]
-        mcfg = BertConfig.from_preset(cfg.preset, **{"vocab_size": vocab["size"], "pad_token_id": vocab["pad_id"], **cfg.model})
+        mcfg = BertConfig.from_preset(self.cfg.preset, **{"vocab_size": vocab["size"], "pad_token_id": vocab["pad_id"],
+                                                          **self.cfg.model})
         modes = {m["config"]["nsp_mode"] for _, m in manifests}
         if len(modes) > 1:
             raise ValueError(f"the phases' shards differ in nsp_mode: {sorted(modes)}")
         for p, m in manifests:
+            if self.cfg.masking is not None and not m["config"]["dynamic"]:
+                raise ValueError(f"{p}: masking can only be set for shards built with dynamic=True")
             if m["vocab"]["size"] > mcfg.vocab_size:
                 raise ValueError(f"{p}: shards use a vocabulary of {m['vocab']['size']} tokens but the model's "
                                  f"vocab_size is {mcfg.vocab_size}; rebuild the shards or enlarge the model")
@@ -217,85 +211,74 @@ class _Run:
                 raise ValueError(f"{p}: max_seq_length {m['config']['max_seq_length']} exceeds the model's "
                                  f"max_position_embeddings {mcfg.max_position_embeddings}")
         vocab_file = Path(manifests[0][1].get("tokenizer_dir") or "") / "vocab.txt"
-        return mcfg, modes != {"none"}, vocab_file if vocab_file.is_file() else None
+        self.vocab_file, self.use_nsp = vocab_file if vocab_file.is_file() else None, modes != {"none"}
+        return mcfg
 
     def _loader(self, phase: int, skip: int) -> Any:
         path, _, bs = self.phases[phase]
         ds = ShardDataset(path, "train", batch_size=bs, seed=self.cfg.seed + phase, shuffle_buffer=self.cfg.shuffle_buffer,
                           rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to, masking=self.cfg.masking,
                           skip_batches=skip)
-        gen = torch.Generator().manual_seed(self.cfg.seed)  # keeps the global RNG untouched
+        gen = torch.Generator().manual_seed(self.cfg.seed)  # the loader's seed draw leaves the global RNG alone
         return iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers,
                                                 pin_memory=self.device.type == "cuda", generator=gen))
 
-    def _autocast(self):
-        if self.cfg.precision == "fp32":
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16)
-
-    def _forward(self, model, b) -> tuple[Any, torch.Tensor]:
-        """Loss terms and metric sums [loss, mlm_loss, nsp_loss, mlm_ok, mlm_n, nsp_ok, nsp_n, tokens]."""
-        with self._autocast():
+    def _forward(self, model, b: dict[str, torch.Tensor]) -> tuple[Any, torch.Tensor]:
+        """Losses, and sums [loss, mlm_loss, nsp_loss, mlm_ok, mlm_n, nsp_ok, nsp_n, tokens, padded_tokens]."""
+        p = self.cfg.precision
+        with nullcontext() if p == "fp32" else torch.autocast(self.device.type, torch.bfloat16 if p == "bf16" else torch.float16):
             o = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["masked_positions"])
-        nsl = b["next_sentence_label"]
-        lo = pretraining_loss(o.mlm_logits, o.nsp_logits, b["masked_lm_labels"], nsl if self.use_nsp else None)
-        n_mlm = (b["masked_lm_labels"] != -100).sum()
-        nsp_ok = (o.nsp_logits.argmax(-1) == nsl).sum() if self.use_nsp else torch.zeros((), device=nsl.device)
-        zero = torch.zeros((), device=nsl.device)
-        stats = torch.stack([lo.loss.detach().double(), lo.mlm_loss.detach().double(),
-                             (lo.nsp_loss.detach() if lo.nsp_loss is not None else zero).double(),
-                             (lo.mlm_accuracy * n_mlm).round().double(), n_mlm.double(), nsp_ok.double(),
-                             torch.tensor(float(len(nsl) if self.use_nsp else 0), device=nsl.device, dtype=torch.float64),
-                             b["attention_mask"].sum().double()])
-        return lo, stats
+        nsl, labels = b["next_sentence_label"], b["masked_lm_labels"]
+        lo = pretraining_loss(o.mlm_logits, o.nsp_logits, labels, nsl if self.use_nsp else None)
+        n_mlm, zero = (labels != -100).sum(), torch.zeros((), device=nsl.device)
+        stats = [lo.loss, lo.mlm_loss, zero if lo.nsp_loss is None else lo.nsp_loss, (lo.mlm_accuracy * n_mlm).round(), n_mlm,
+                 (o.nsp_logits.argmax(-1) == nsl).sum() if self.use_nsp else zero, zero + (len(nsl) if self.use_nsp else 0),
+                 b["attention_mask"].sum(), zero + b["input_ids"].numel()]
+        return lo, torch.stack([s.detach().double() for s in stats])
 
     def _train(self, model, step: int, stop_at: int | None) -> PretrainResult:
-        cfg, res = self.cfg, PretrainResult(self.out, step, None, False)
+        cfg, res = self.cfg, PretrainResult(self.out, step)
         starts = np.cumsum([0] + [n for _, n, _ in self.phases])
-        window, win_steps, win_time, it, phase, first = torch.zeros(8, dtype=torch.float64), 0, 0.0, None, -1, True
+        window, n_win, t_win, it, phase, first = torch.zeros(9, dtype=torch.float64), 0, 0.0, None, -1, True
         while step < cfg.steps:
-            ph = int(np.searchsorted(starts, step, side="right") - 1)
-            if ph != phase:
+            if (ph := int(np.searchsorted(starts, step, side="right")) - 1) != phase:
                 phase, it = ph, self._loader(ph, (step - int(starts[ph])) * cfg.grad_accum)
-            t0 = time.perf_counter()
-            stats = torch.zeros(9, dtype=torch.float64, device=self.device)
+            t0, stats = time.perf_counter(), torch.zeros(10, dtype=torch.float64, device=self.device)
             for micro in range(cfg.grad_accum):
                 b = {k: v.to(self.device, non_blocking=True) for k, v in next(it).items()}
-                if first:
-                    self._data_record(step, b["row_id"])
-                    first = False
-                last = micro == cfg.grad_accum - 1
-                with model.no_sync() if self.world > 1 and not last else nullcontext():
+                if first:  # evidence of the data partition: each rank's first rows
+                    rows, first = [b["row_id"].tolist()] * self.world, False
+                    if self.world > 1:
+                        dist.all_gather_object(rows, rows[0])
+                    self.emit({"event": "data", "step": step, "first_row_ids_by_rank": rows})
+                with model.no_sync() if self.world > 1 and micro < cfg.grad_accum - 1 else nullcontext():
                     lo, s = self._forward(model, b)
                     self.scaler.scale(lo.loss / cfg.grad_accum).backward()
-                stats[:8] += s
-            stats[8] = float(self.stop or step + 1 == stop_at)
+                stats[:9] += s
+            stats[9] = float(self.stop or step + 1 == stop_at)
             if self.world > 1:
                 dist.all_reduce(stats)
             stats = stats.cpu()
-            loss = stats[0].item() / (self.world * cfg.grad_accum)
+            loss, lr = stats[0].item() / (self.world * cfg.grad_accum), self.opt.param_groups[0]["lr"]
             if not math.isfinite(loss):
                 good = sorted(self.ckpt_root.glob("step-*"))
                 raise FloatingPointError(f"step {step + 1}: loss is {loss}; stopped before updating the weights. "
                                          f"Last good checkpoint: {good[-1] if good else 'none'}")
-            lr = self.opt.param_groups[0]["lr"]
             if cfg.optim.clip_norm is not None:
                 self.scaler.unscale_(self.opt)
                 norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.optim.clip_norm)
-                if not cfg.precision == "fp16" and not torch.isfinite(norm):
+                if cfg.precision != "fp16" and not torch.isfinite(norm):  # fp16: the scaler skips such steps
                     raise FloatingPointError(f"step {step + 1}: gradient norm is {norm.item()}; stopped before updating")
             self.scaler.step(self.opt)
             self.scaler.update()
             self.opt.zero_grad(set_to_none=True)
             self.sched.step()
             step += 1
-            res.losses[step] = loss
-            window += stats[:8]
-            win_steps, win_time = win_steps + 1, win_time + time.perf_counter() - t0
-            stop = bool(stats[8].item())
+            res.losses[step], stop = loss, bool(stats[9].item())
+            window, n_win, t_win = window + stats[:9], n_win + 1, t_win + time.perf_counter() - t0
             if step % cfg.log_every == 0 or step == cfg.steps or stop:
-                res.train = self._train_record(step, phase, window, win_steps, win_time, lr)
-                window, win_steps, win_time = torch.zeros_like(window), 0, 0.0
+                res.train = self._train_record(step, phase, window, n_win, t_win, lr)
+                window, n_win, t_win = torch.zeros_like(window), 0, 0.0
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
                 res.eval = self._evaluate(step, phase) or res.eval
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or stop:
@@ -311,51 +294,42 @@ class _Run:
             self.barrier()
         return res
 
-    def _data_record(self, step: int, row_ids: torch.Tensor) -> None:
-        rows = [row_ids.tolist()]
-        if self.world > 1:
-            rows = [None] * self.world
-            dist.all_gather_object(rows, row_ids.tolist())
-        self.emit({"event": "data", "step": step, "first_row_ids_by_rank": rows})
-
-    def _train_record(self, step, phase, w, n, secs, lr) -> dict[str, Any]:
-        per = self.world * self.cfg.grad_accum * n
-        rec = {"split": "train", "step": step, "phase": phase + 1, "loss": w[0].item() / per,
-               "mlm_loss": w[1].item() / per, "mlm_acc": w[3].item() / max(w[4].item(), 1),
-               "nsp_loss": w[2].item() / per if self.use_nsp else None,
-               "nsp_acc": w[5].item() / max(w[6].item(), 1) if self.use_nsp else None,
-               "lr": lr, "tokens_per_s": w[7].item() / max(secs, 1e-9), "world_size": self.world}
+    def _train_record(self, step: int, phase: int, w: torch.Tensor, n: int, secs: float, lr: float) -> dict[str, Any]:
+        per, w = self.world * self.cfg.grad_accum * n, w.tolist()
+        rec = {"split": "train", "step": step, "phase": phase + 1, "loss": w[0] / per, "mlm_loss": w[1] / per,
+               "mlm_acc": w[3] / max(w[4], 1), "nsp_loss": w[2] / per if self.use_nsp else None,
+               "nsp_acc": w[5] / max(w[6], 1) if self.use_nsp else None, "lr": lr,
+               "tokens_per_s": w[7] / max(secs, 1e-9), "world_size": self.world}  # tokens: non-padding, all ranks
         if self.device.type == "cuda" and (peak := _peak_flops(self.device, self.cfg.precision)):
-            rec["mfu"] = 6 * self.raw.num_parameters() * rec["tokens_per_s"] / (peak * self.world)
+            # 6 flops per weight per token (forward + backward) over the encoder; the MLM decoder only at masked slots.
+            c, seq_len = self.raw.config, w[8] / (per * self.phases[phase][2])  # mean padded length
+            dense = self.raw.num_parameters() - sum(p.numel() for p in self.raw.bert.embeddings.parameters())
+            flops = (6 * dense + 12 * c.num_hidden_layers * c.hidden_size * seq_len) * w[8] + 6 * c.vocab_size * c.hidden_size * w[4]
+            rec["mfu"] = flops / max(secs, 1e-9) / (peak * self.world)
         self.emit(rec)
         return rec
 
     @torch.no_grad()
     def _evaluate(self, step: int, phase: int) -> dict[str, Any] | None:
-        ds = ShardDataset(self.phases[phase][0], "eval", batch_size=self.phases[phase][2], seed=self.cfg.seed,
-                          shuffle=False, epochs=1, rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to,
-                          masking=self.cfg.masking)
+        ds = ShardDataset(self.phases[phase][0], "eval", batch_size=self.phases[phase][2], seed=self.cfg.seed, shuffle=False,
+                          epochs=1, rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to, masking=self.cfg.masking)
         if ds.num_rows == 0:
             return None
         self.raw.eval()
         sums = torch.zeros(6, dtype=torch.float64, device=self.device)  # mlm_sum, mlm_ok, mlm_n, nsp_sum, nsp_ok, nsp_n
         for _, b in zip(range(self.cfg.eval_batches), ds):
-            b = {k: v.to(self.device) for k, v in b.items()}
-            _, s = self._forward(self.raw, b)
-            sums += torch.stack([s[1] * s[4], s[3], s[4], s[2] * len(b["input_ids"]), s[5], s[6]])
+            _, s = self._forward(self.raw, {k: v.to(self.device) for k, v in b.items()})
+            sums += torch.stack([s[1] * s[4], s[3], s[4], s[2] * s[6], s[5], s[6]])
         self.raw.train()
         if self.world > 1:
             dist.all_reduce(sums)
         s = sums.tolist()
-        mlm = s[0] / max(s[2], 1)
-        nsp = s[3] / max(s[5], 1) if self.use_nsp else None
+        mlm, nsp = s[0] / max(s[2], 1), s[3] / max(s[5], 1) if self.use_nsp else None
         rec = {"split": "eval", "step": step, "phase": phase + 1, "loss": mlm + (nsp or 0.0), "mlm_loss": mlm,
                "mlm_acc": s[1] / max(s[2], 1), "nsp_loss": nsp, "nsp_acc": s[4] / max(s[5], 1) if self.use_nsp else None,
                "predictions": int(s[2])}
         self.emit(rec)
         return rec
-
-    # ------------------------------------------------------------------ checkpoints
 
     def _save(self, step: int, data_pos: dict[str, int]) -> None:
         final, tmp = self.ckpt_root / f"step-{step:07d}", self.ckpt_root / f".step-{step:07d}.tmp"
@@ -380,33 +354,31 @@ class _Run:
         self.barrier()
 
     def _resume(self) -> int:
-        found = sorted(self.ckpt_root.glob("step-*"))
-        if not found:
-            if self.rank == 0 and (self.out / "metrics.jsonl").exists():
-                (self.out / "metrics.jsonl").unlink()  # records of a run that never checkpointed
-            self.barrier()
-            return 0
-        d = found[-1]
-        state = json.loads((d / "state.json").read_text())
-        old = PretrainConfig.model_validate(state["config"]).model_dump(mode="json", exclude=_FREE_FIELDS)
-        diff = sorted(k for k, v in self.cfg.model_dump(mode="json", exclude=_FREE_FIELDS).items() if old.get(k) != v)
-        if diff:
-            raise ValueError(f"{d} was written with a different config ({', '.join(diff)}); resuming would not "
-                             "continue that run. Use the same options or another out_dir")
-        if state["world_size"] != self.world:
-            raise ValueError(f"{d} was written by {state['world_size']} processes, this run has {self.world}; "
-                             "the data partition (and RNG streams) would differ")
-        self.raw.load_state_dict(hf.load_state_dict(d / "model"), strict=True)
-        tr = torch.load(d / "trainer.pt", map_location="cpu", weights_only=True)
-        self.opt.load_state_dict(tr["optimizer"])
-        self.sched.load_state_dict(tr["scheduler"])
-        self.scaler.load_state_dict(tr["scaler"])
-        _set_rng_state(torch.load(d / f"rng-rank{self.rank}.pt", map_location="cpu", weights_only=True), self.device)
-        step = int(tr["step"])
-        if self.rank == 0 and (mpath := self.out / "metrics.jsonl").exists():  # drop records past the checkpoint
-            keep = [ln for ln in mpath.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
+        """Load the newest checkpoint; drop metrics records past it. Returns the step to continue from."""
+        found, mpath, step = sorted(self.ckpt_root.glob("step-*")), self.out / "metrics.jsonl", 0
+        if found:
+            d = found[-1]
+            state = json.loads((d / "state.json").read_text())
+            old = PretrainConfig.model_validate(state["config"]).model_dump(mode="json", exclude=_FREE_FIELDS)
+            diff = sorted(k for k, v in self.cfg.model_dump(mode="json", exclude=_FREE_FIELDS).items() if old.get(k) != v)
+            if diff:
+                raise ValueError(f"{d} was written with a different config ({', '.join(diff)}); resuming would not "
+                                 "continue that run. Use the same options or another out_dir")
+            if state["world_size"] != self.world:
+                raise ValueError(f"{d} was written by {state['world_size']} processes, this run has {self.world}: "
+                                 "the data partition and RNG streams would differ")
+            self.raw.load_state_dict(hf.load_state_dict(d / "model"), strict=True)
+            tr = torch.load(d / "trainer.pt", map_location="cpu", weights_only=True)
+            self.opt.load_state_dict(tr["optimizer"])
+            self.sched.load_state_dict(tr["scheduler"])
+            self.scaler.load_state_dict(tr["scaler"])
+            _set_rng_state(torch.load(d / f"rng-rank{self.rank}.pt", map_location="cpu", weights_only=True), self.device)
+            step = int(tr["step"])
+            log.info("resumed from %s", d)
+        if self.rank == 0 and mpath.exists():
+            keep = [ln for ln in mpath.read_text().splitlines() if ln and step and json.loads(ln).get("step", 0) <= step]
             mpath.write_text("".join(ln + "\n" for ln in keep))
-        log.info("resumed from %s", d)
+        self.barrier()
         return step
 
 
@@ -424,38 +396,40 @@ def _set_rng_state(s: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(s["torch"])
     if device.type == "cuda" and s["cuda"].numel():
         torch.cuda.set_rng_state(s["cuda"], device)
-    n = s["numpy"]
+    n, p = s["numpy"], s["python"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = s["python"]
     random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))
 
 
 def _peak_flops(device: torch.device, precision: str) -> float | None:
-    """Dense bf16/fp16 tensor-core peak of known GPUs (for MFU); None when unknown or fp32."""
+    """Dense bf16/fp16 tensor-core peak of known GPUs, for MFU; None when unknown or fp32."""
     name = torch.cuda.get_device_name(device)
     table = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
-    peak = next((v for k, v in table.items() if k in name), None)
-    return peak if precision != "fp32" else None
+    return None if precision == "fp32" else next((v for k, v in table.items() if k in name), None)
 
 
 # ---------------------------------------------------------------------- launcher
 
 
-def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel] = PretrainConfig, prefix: str = "") -> None:
-    """One flag per config field (``--batch-size``, ``--optim.lr``, ``--model KEY=VALUE``); values as JSON."""
+def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel] = PretrainConfig, prefix: str = "",
+                    defaults: dict[str, Any] | None = None) -> None:
+    """One flag per config field (``--batch-size``, ``--optim.lr``, ``--model KEY=VALUE``); values parse as JSON."""
+    defaults = PretrainConfig().model_dump(mode="json") if defaults is None else defaults
     for name, f in model.model_fields.items():
         dest, ann = prefix + name, f.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            add_config_args(parser, ann, dest + ".")
+            add_config_args(parser, ann, dest + ".", defaults[name])
             continue
-        flag, helptext = "--" + dest.replace("_", "-"), f"{f.description or ''} (default: {f.get_default(call_default_factory=True)})"
+        desc = f.description or ""
+        kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS,
+                              "help": desc if "default" in desc else f"{desc} (default: {defaults[name]})"}
         if ann is bool:
-            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=helptext)
+            kw["action"] = argparse.BooleanOptionalAction
         elif ann == dict[str, Any]:
-            parser.add_argument(flag, dest=dest, action="append", metavar="KEY=VALUE", default=argparse.SUPPRESS, help=helptext)
+            kw.update(action="append", metavar="KEY=VALUE")
         else:
-            nargs = 2 if "tuple" in str(ann) else None
-            parser.add_argument(flag, dest=dest, type=_json_or_str, nargs=nargs, default=argparse.SUPPRESS, help=helptext)
+            kw.update(type=_json_or_str, nargs=2 if "tuple" in str(ann) else None)
+        parser.add_argument("--" + dest.replace("_", "-"), **kw)
 
 
 def _json_or_str(s: str) -> Any:
@@ -466,10 +440,11 @@ def _json_or_str(s: str) -> Any:
 
 
 def config_from_args(ns: argparse.Namespace, base: dict[str, Any] | None = None) -> PretrainConfig:
-    nested = PretrainConfig.model_validate(base or {}).model_dump(mode="json")  # nested defaults kept
+    """``PretrainConfig`` from ``base`` (e.g. a JSON file's fields) overridden by the flags in ``ns``."""
+    nested = PretrainConfig.model_validate(base or {}).model_dump(mode="json")  # keeps nested defaults
     for dest, value in vars(ns).items():
         if dest == "model" and isinstance(value, list):
-            value = {k: _json_or_str(v) for k, _, v in (kv.partition("=") for kv in value)}
+            value = {**nested["model"], **{k: _json_or_str(v) for k, _, v in (kv.partition("=") for kv in value)}}
         if dest in PretrainConfig.model_fields or "." in dest:
             *parents, leaf = dest.split(".")
             node = nested
@@ -480,6 +455,7 @@ def config_from_args(ns: argparse.Namespace, base: dict[str, Any] | None = None)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m bertpipe.pretrain SHARDS --out RUN [...]``; also what torchrun launches."""
     p = argparse.ArgumentParser(prog="python -m bertpipe.pretrain", description="BERT pretraining (MLM + NSP).")
     p.add_argument("shards", help="shards stage directory (or a root with a 'latest' file)")
     p.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoints/, final/")
@@ -488,10 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="JSON file of PretrainConfig fields; flags override it")
     add_config_args(p)
     ns = p.parse_args(argv)
-    base = json.loads(Path(ns.config).read_text()) if ns.config else None
-    cfg = config_from_args(ns, base)
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(asctime)s %(message)s")
+    cfg = config_from_args(ns, json.loads(Path(ns.config).read_text()) if ns.config else None)
+    level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s")
     res = pretrain(ns.shards, cfg, ns.out, ns.phase2_shards, resume=not ns.no_resume)
     if res.interrupted:
         log.warning("stopped at step %d with a checkpoint; run the same command again to resume", res.step)
