@@ -63,7 +63,8 @@ def _cmd_shards(args: argparse.Namespace) -> None:
 def _cmd_bench_data(args: argparse.Namespace) -> None:
     from bertpipe.bench import bench_data
 
-    print(json.dumps(bench_data(args.corpus, workers=args.workers, dupe_factor=args.dupe_factor, scale=args.scale)))
+    print(json.dumps(bench_data(args.corpus, workers=args.workers, dupe_factor=args.dupe_factor, scale=args.scale,
+                                 repeats=args.repeats)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--dupe-factor", type=int, default=5)
     p.add_argument("--scale", type=int, default=4, help="size of the larger corpus for the RSS comparison")
+    p.add_argument("--repeats", type=int, default=3, help="runs on the 1x corpus; the median is reported")
     p.set_defaults(func=_cmd_bench_data)
     return parser
 

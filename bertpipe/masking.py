@@ -75,26 +75,40 @@ def mask_batch(
     p = cfg.max_predictions_per_seq
     pos = np.arange(t)
     in_seq = pos[None, :] < lengths[:, None]  # (n, T)
-    cand = in_seq & ~np.isin(tokens, special_ids)  # (n, T)
+    is_special = np.zeros(max(int(tokens.max(initial=0)), int(special_ids.max())) + 1, dtype=bool)
+    is_special[special_ids] = True
+    cand = in_seq & ~is_special[tokens]  # (n, T)
     k = np.minimum(num_to_predict(lengths, cfg), cand.sum(1))  # (n,)
     if cfg.whole_word:
         if is_subword is None:
             raise ValueError("whole-word masking needs the vocabulary's subword table")
-        chosen = _choose_whole_words(tokens, cand, k, is_subword, rng)
+        positions, valid = _left_align(_choose_whole_words(tokens, cand, k, is_subword, rng), p)
     else:
-        keys = rng.random((n, t))
+        keys = rng.random((n, t), dtype=np.float32)  # float32: half the draws' cost, ties negligible
         keys[~cand] = 2.0
         # a row's k smallest keys are a uniform random k-subset of its candidates
         width = min(p, t)
         if width < t:
-            part = np.argpartition(keys, width - 1, axis=1)[:, :width]  # (n, P): the P smallest, unordered
+            part = np.argpartition(keys, width - 1, axis=1)[:, :width]  # (n, P'): the P' smallest, unordered
             order = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=1), axis=1), axis=1)
         else:
             order = np.argsort(keys, axis=1)
-        chosen = np.zeros((n, t), dtype=bool)
-        np.put_along_axis(chosen, order, np.arange(width)[None, :] < k[:, None], axis=1)
-        chosen &= cand
-    return _apply(tokens, chosen, cfg, rng, vocab_size, mask_id)
+        valid = np.arange(p)[None, :] < k[:, None]  # (n, P); k <= min(P, candidates)
+        order = np.pad(order, ((0, 0), (0, p - width)))
+        positions = np.sort(np.where(valid, order, t), axis=1)  # chosen positions ascending, then t
+        positions[~valid] = 0
+    return _apply(tokens, positions, valid, cfg, rng, vocab_size, mask_id)
+
+
+def _left_align(chosen: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, T) bool → ascending positions left-aligned in (n, P), and their validity."""
+    n = len(chosen)
+    rows_nz, cols_nz = np.nonzero(chosen)  # row-major: positions ascending within each row
+    counts = np.bincount(rows_nz, minlength=n)
+    rank = np.arange(len(rows_nz)) - np.repeat(np.cumsum(counts) - counts, counts)
+    positions = np.zeros((n, p), dtype=np.int64)
+    positions[rows_nz, rank] = cols_nz
+    return positions, np.arange(p)[None, :] < counts[:, None]
 
 
 def _choose_whole_words(tokens: np.ndarray, cand: np.ndarray, k: np.ndarray, is_subword: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -126,17 +140,12 @@ def _choose_whole_words(tokens: np.ndarray, cand: np.ndarray, k: np.ndarray, is_
     return cand & np.take_along_axis(taken, np.maximum(word, 0), axis=1)
 
 
-def _apply(tokens: np.ndarray, chosen: np.ndarray, cfg: MaskingConfig, rng: np.random.Generator, vocab_size: int, mask_id: int) -> MaskedBatch:
-    n, t = tokens.shape
+def _apply(tokens: np.ndarray, positions: np.ndarray, valid: np.ndarray, cfg: MaskingConfig, rng: np.random.Generator,
+           vocab_size: int, mask_id: int) -> MaskedBatch:
+    n = len(tokens)
     p = cfg.max_predictions_per_seq
-    rows_nz, cols_nz = np.nonzero(chosen)  # row-major: positions ascending within each row
-    counts = np.bincount(rows_nz, minlength=n)
-    rank = np.arange(len(rows_nz)) - np.repeat(np.cumsum(counts) - counts, counts)
-    positions = np.zeros((n, p), dtype=np.int64)
-    positions[rows_nz, rank] = cols_nz
-    valid = np.arange(p)[None, :] < counts[:, None]
     labels = np.where(valid, np.take_along_axis(tokens, positions, axis=1), -100).astype(np.int32)
-    u = rng.random((n, p))
+    u = rng.random((n, p), dtype=np.float32)
     m, r, _ = cfg.mask_split
     kind = np.where(u < m, 0, np.where(u < m + r, 1, 2)).astype(np.int8)
     kind[~valid] = -1

@@ -271,7 +271,8 @@ def build_shards(docs_dir: Path, tok_dir: Path, cfg: ShardsConfig, out_root: Pat
     final = Path(out_root) / fp
     if cache.is_complete(final):
         return StageResult(STAGE, fp, final, cache.read_manifest(final), cached=True)
-    vocab = _vocab(str(tok_dir))
+    tok_manifest = cache.read_manifest(tok_dir)  # vocabulary facts without loading the tokenizer here
+    special = tok_manifest["special_ids"]
     with cache.stage_dir(final) as tmp:
         bert_clean = bool(cache.read_manifest(docs_dir).get("bert_clean"))
         jobs = [BlockJob(i, split, tuple((p, tuple(r)) for p, r in pieces), str(tok_dir), bert_clean, cfg, str(tmp))
@@ -300,8 +301,8 @@ def build_shards(docs_dir: Path, tok_dir: Path, cfg: ShardsConfig, out_root: Pat
             "config": cfg.fingerprint_fields(),
             "upstream": {"ingest": upstream[0], "wordpiece": upstream[1]},
             "tokenizer_dir": str(tok_dir),
-            "vocab": {"size": vocab.size, "pad_id": vocab.pad_id, "cls_id": vocab.cls_id, "sep_id": vocab.sep_id,
-                      "mask_id": vocab.mask_id, "unk_id": vocab.unk_id},
+            "vocab": {"size": tok_manifest["counts"]["vocab_size"], "pad_id": special["[PAD]"], "cls_id": special["[CLS]"],
+                      "sep_id": special["[SEP]"], "mask_id": special["[MASK]"], "unk_id": special["[UNK]"]},
             "schema": {f.name: str(f.type) for f in _schema(cfg.dynamic)},
             "counts": totals,
             "shards": reports,
