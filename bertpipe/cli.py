@@ -60,6 +60,33 @@ def _cmd_shards(args: argparse.Namespace) -> None:
               f"random {c['masked_as_random'] / c['masked']:.3f}, kept {c['masked_as_kept'] / c['masked']:.3f}")
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from bertpipe.pretrain import run_from_args
+
+    raise SystemExit(run_from_args(args))
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from bertpipe.hf import import_hf
+
+    report = import_hf(args.from_hf, args.out)
+    print(f"imported {args.from_hf} -> {args.out}")
+    for key in report.missing:
+        print(f"  left at initialization (not in the HF weights): {key}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from bertpipe.hf import export_hf
+
+    print(f"exported {args.checkpoint} -> {export_hf(args.checkpoint, args.hf)} (transformers.BertForPreTraining format)")
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> None:
+    from bertpipe.bench_train import bench_train
+
+    print(json.dumps(bench_train(steps=args.steps, repeats=args.repeats)))
+
+
 def _cmd_bench_data(args: argparse.Namespace) -> None:
     from bertpipe.bench import bench_data
 
@@ -95,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, ShardsConfig)
     p.set_defaults(func=_cmd_shards)
 
+    from bertpipe.pretrain import add_pretrain_args
+
+    p = sub.add_parser("pretrain", help="pretrain on shards (MLM + NSP); torchrun -m bertpipe.pretrain for several processes")
+    add_pretrain_args(p)
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("convert", help="import a HF BERT directory (config.json + model.safetensors) as a bertpipe checkpoint")
+    p.add_argument("--from-hf", type=Path, required=True, help="HF model directory")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("export", help="export a bertpipe checkpoint to a HF directory (BertForPreTraining)")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. RUN/final)")
+    p.add_argument("--hf", type=Path, required=True, help="HF directory to write")
+    p.set_defaults(func=_cmd_export)
+
     bench = sub.add_parser("bench", help="benchmarks (print figures; last line is one JSON object)")
     bsub = bench.add_subparsers(dest="bench", required=True)
     p = bsub.add_parser("data", help="raw text → masked shards throughput, tokenizer ceiling, peak RSS at 1x and 4x")
@@ -104,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=4, help="size of the larger corpus for the RSS comparison")
     p.add_argument("--repeats", type=int, default=3, help="runs on the 1x corpus; the median is reported")
     p.set_defaults(func=_cmd_bench_data)
+    p = bsub.add_parser("train", help="training tokens/s: ours vs transformers.BertForPreTraining at one config")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
+    p.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
+    p.set_defaults(func=_cmd_bench_train)
     return parser
 
 

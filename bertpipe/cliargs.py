@@ -22,7 +22,7 @@ from pydantic.fields import FieldInfo
 def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], FieldInfo]]:
     out = []
     for name, info in model.model_fields.items():
-        ann = info.annotation
+        ann = _unwrap_optional(info.annotation)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.extend(_leaves(ann, prefix + (name,)))
         else:
@@ -80,18 +80,22 @@ def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], ski
         group.add_argument(flag, **kwargs)
 
 
-def config_from_args(model: type[BaseModel], args: argparse.Namespace, **fixed: Any) -> BaseModel:
-    """Build the config from the flags that were given; exit with the validation message."""
-    data: dict[str, Any] = dict(fixed)
-    for key, value in vars(args).items():
-        if not key.startswith("cfg:") or value is None:
-            continue
-        node = data
-        *parents, leaf = key[4:].split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+def config_from_args(model: type[BaseModel], args: argparse.Namespace, base: dict[str, Any] | None = None, **fixed: Any) -> BaseModel:
+    """The config from ``base`` (e.g. a JSON file) and ``fixed`` values, overridden by the
+    flags that were given; exits with the validation message."""
     try:
+        # start from the full dump so nested defaults (e.g. a default_factory's) survive partial overrides
+        data: dict[str, Any] = model.model_validate({**(base or {}), **fixed}).model_dump()
+        for key, value in vars(args).items():
+            if not key.startswith("cfg:") or value is None:
+                continue
+            node = data
+            *parents, leaf = key[4:].split(".")
+            for p in parents:
+                if node.get(p) is None:  # an optional nested config that was off
+                    node[p] = {}
+                node = node[p]
+            node[leaf] = value
         return model.model_validate(data)
     except ValidationError as e:
         lines = []

@@ -238,7 +238,7 @@ class OptimConfig(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    name: Literal["bert_adam", "adamw", "lamb"] = Field(
+    optimizer: Literal["bert_adam", "adamw", "lamb"] = Field(
         "bert_adam",
         description="bert_adam: reference update without bias correction; adamw: torch AdamW; "
         "lamb: layer-wise trust ratio for very large batches.",
@@ -282,7 +282,7 @@ class OptimConfig(pydantic.BaseModel):
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Optimizer over ``param_groups(model, cfg.weight_decay)`` as named by ``cfg.name``."""
+    """Optimizer over ``param_groups(model, cfg.weight_decay)`` as named by ``cfg.optimizer``."""
     groups = param_groups(model, cfg.weight_decay)
     kwargs: dict[str, Any] = {
         "lr": cfg.lr,
@@ -290,13 +290,13 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         "eps": cfg.eps,
         "weight_decay": cfg.weight_decay,
     }
-    if cfg.name == "bert_adam":
+    if cfg.optimizer == "bert_adam":
         return BertAdam(groups, **kwargs)
-    if cfg.name == "adamw":
+    if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, **kwargs)
-    if cfg.name == "lamb":
+    if cfg.optimizer == "lamb":
         return Lamb(groups, **kwargs)
-    raise ValueError(f"unknown optimizer {cfg.name!r}")
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
 def build_scheduler(

@@ -51,6 +51,7 @@ import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, Field
 
 from bertpipe import hf
+from bertpipe.cliargs import add_config_args, config_from_args
 from bertpipe.data import ShardDataset, load_shards_manifest
 from bertpipe.masking import MaskingConfig
 from bertpipe.model import BertConfig, BertForPreTraining, pretraining_loss
@@ -59,14 +60,34 @@ from bertpipe.optim import OptimConfig, build_optimizer, build_scheduler
 log = logging.getLogger(__name__)
 
 
+class ModelOverrides(BaseModel):
+    """Changes to a model preset; unset fields keep the preset's values (``BertConfig``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden_size: int | None = Field(None, ge=1, description="H")
+    num_hidden_layers: int | None = Field(None, ge=1, description="L")
+    num_attention_heads: int | None = Field(None, ge=1, description="A")
+    intermediate_size: int | None = Field(None, ge=1, description="feed-forward size (presets: 4H)")
+    max_position_embeddings: int | None = Field(None, ge=1, description="longest sequence (presets: 512)")
+    # None: the shards' vocabulary size, so the embedding matrix fits the data exactly
+    vocab_size: int | None = Field(None, ge=1, description="vocabulary size (default: the shards')")
+    hidden_dropout_prob: float | None = Field(None, ge=0, lt=1, description="dropout on hidden states (0.1)")
+    attention_probs_dropout_prob: float | None = Field(None, ge=0, lt=1, description="dropout on attention (0.1)")
+    embedding_fusion: Literal["sum", "concat"] | None = Field(None, description="sum (BERT) or concat+project the 3 embeddings")
+    causal: bool | None = Field(None, description="left-to-right attention (the paper's LTR ablation)")
+
+    def overrides(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class PretrainConfig(BaseModel):
     """Everything that shapes a pretraining run. The launcher's flags mirror these fields."""
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: str = Field("tiny", description="model size: tiny, mini, small, medium, base, large")
-    model: dict[str, Any] = Field(default_factory=dict, description="BertConfig overrides (embedding_fusion, hidden_dropout_prob, "
-                                  "...); vocab_size and pad_token_id default to the shards'")
+    preset: Literal["tiny", "mini", "small", "medium", "base", "large"] = Field("tiny", description="model size preset")
+    model: ModelOverrides = Field(default_factory=lambda: ModelOverrides(), description="changes to the preset")
     # 32 x 128 tokens: about a second per step for the tiny preset on a 2-core CPU.
     batch_size: int = Field(32, ge=1, description="sequences per rank per micro-batch")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
@@ -197,7 +218,7 @@ class _Run:
         manifests = [load_shards_manifest(path) for path, _, _ in self.phases]
         vocab = manifests[0][1]["vocab"]
         mcfg = BertConfig.from_preset(self.cfg.preset, **{"vocab_size": vocab["size"], "pad_token_id": vocab["pad_id"],
-                                                          **self.cfg.model})
+                                                          **self.cfg.model.overrides()})
         modes = {m["config"]["nsp_mode"] for _, m in manifests}
         if len(modes) > 1:
             raise ValueError(f"the phases' shards differ in nsp_mode: {sorted(modes)}")
@@ -411,60 +432,18 @@ def _peak_flops(device: torch.device, precision: str) -> float | None:
 # ---------------------------------------------------------------------- launcher
 
 
-def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel] = PretrainConfig, prefix: str = "",
-                    defaults: dict[str, Any] | None = None) -> None:
-    """One flag per config field (``--batch-size``, ``--optim.lr``, ``--model KEY=VALUE``); values parse as JSON."""
-    defaults = PretrainConfig().model_dump(mode="json") if defaults is None else defaults
-    for name, f in model.model_fields.items():
-        dest, ann = prefix + name, f.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            add_config_args(parser, ann, dest + ".", defaults[name])
-            continue
-        desc = f.description or ""
-        kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS,
-                              "help": desc if "default" in desc else f"{desc} (default: {defaults[name]})"}
-        if ann is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif ann == dict[str, Any]:
-            kw.update(action="append", metavar="KEY=VALUE")
-        else:
-            kw.update(type=_json_or_str, nargs=2 if "tuple" in str(ann) else None)
-        parser.add_argument("--" + dest.replace("_", "-"), **kw)
-
-
-def _json_or_str(s: str) -> Any:
-    try:
-        return json.loads(s)
-    except json.JSONDecodeError:
-        return s
-
-
-def config_from_args(ns: argparse.Namespace, base: dict[str, Any] | None = None) -> PretrainConfig:
-    """``PretrainConfig`` from ``base`` (e.g. a JSON file's fields) overridden by the flags in ``ns``."""
-    nested = PretrainConfig.model_validate(base or {}).model_dump(mode="json")  # keeps nested defaults
-    for dest, value in vars(ns).items():
-        if dest == "model" and isinstance(value, list):
-            value = {**nested["model"], **{k: _json_or_str(v) for k, _, v in (kv.partition("=") for kv in value)}}
-        if dest in PretrainConfig.model_fields or "." in dest:
-            *parents, leaf = dest.split(".")
-            node = nested
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = value
-    return PretrainConfig.model_validate(nested)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m bertpipe.pretrain SHARDS --out RUN [...]``; also what torchrun launches."""
-    p = argparse.ArgumentParser(prog="python -m bertpipe.pretrain", description="BERT pretraining (MLM + NSP).")
+def add_pretrain_args(p: argparse.ArgumentParser) -> None:
+    """The launcher's arguments; shared by ``bertpipe pretrain`` and ``python -m bertpipe.pretrain``."""
     p.add_argument("shards", help="shards stage directory (or a root with a 'latest' file)")
     p.add_argument("--out", required=True, help="run directory: metrics.jsonl, checkpoints/, final/")
     p.add_argument("--phase2-shards", help="shards for phase 2 (e.g. length 512)")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue from checkpoints in --out")
     p.add_argument("--config", help="JSON file of PretrainConfig fields; flags override it")
-    add_config_args(p)
-    ns = p.parse_args(argv)
-    cfg = config_from_args(ns, json.loads(Path(ns.config).read_text()) if ns.config else None)
+    add_config_args(p, PretrainConfig)
+
+
+def run_from_args(ns: argparse.Namespace) -> int:
+    cfg = config_from_args(PretrainConfig, ns, json.loads(Path(ns.config).read_text()) if ns.config else None)
     level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(message)s")
     res = pretrain(ns.shards, cfg, ns.out, ns.phase2_shards, resume=not ns.no_resume)
@@ -472,6 +451,13 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("stopped at step %d with a checkpoint; run the same command again to resume", res.step)
         return 143
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bertpipe.pretrain SHARDS --out RUN [...]``; also what torchrun launches."""
+    p = argparse.ArgumentParser(prog="python -m bertpipe.pretrain", description="BERT pretraining (MLM + NSP).")
+    add_pretrain_args(p)
+    return run_from_args(p.parse_args(argv))
 
 
 main_torchrun = main

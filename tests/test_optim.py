@@ -155,7 +155,7 @@ def test_bert_adam_has_no_bias_correction():
 
 
 def test_adamw_config_matches_independent_torch_adamw():
-    cfg = OptimConfig(name="adamw", lr=3e-3, weight_decay=0.1)
+    cfg = OptimConfig(optimizer="adamw", lr=3e-3, weight_decay=0.1)
     model_a, model_b = _model(), _model()
     opt_a = build_optimizer(model_a, cfg)
     assert type(opt_a) is torch.optim.AdamW
@@ -182,7 +182,7 @@ def test_adamw_config_matches_independent_torch_adamw():
 def test_lamb_matches_numpy_reference():
     model = _model()
     lr, betas, eps, wd = 1e-2, (0.9, 0.999), 1e-6, 0.01
-    cfg = OptimConfig(name="lamb", lr=lr, betas=betas, eps=eps, weight_decay=wd)
+    cfg = OptimConfig(optimizer="lamb", lr=lr, betas=betas, eps=eps, weight_decay=wd)
     opt = build_optimizer(model, cfg)
     assert type(opt) is Lamb
     reference = _numpy_lamb(lr, *betas, eps)
@@ -292,7 +292,7 @@ def test_scheduler_rejects_warmup_longer_than_run():
 
 def test_config_defaults_and_validation():
     cfg = OptimConfig()
-    assert (cfg.name, cfg.lr, cfg.betas) == ("bert_adam", 1e-4, (0.9, 0.999))
+    assert (cfg.optimizer, cfg.lr, cfg.betas) == ("bert_adam", 1e-4, (0.9, 0.999))
     assert (cfg.eps, cfg.weight_decay, cfg.warmup_steps) == (1e-6, 0.01, 10_000)
     assert (cfg.warmup_ratio, cfg.clip_norm, cfg.schedule) == (None, 1.0, "linear")
     assert type(build_optimizer(_model(), cfg)) is BertAdam
@@ -306,7 +306,7 @@ def test_config_defaults_and_validation():
 
 @pytest.mark.parametrize("name", ["bert_adam", "adamw", "lamb"])
 def test_state_dict_round_trip_is_bit_exact(name):
-    cfg = OptimConfig(name=name, lr=1e-2, warmup_steps=3)
+    cfg = OptimConfig(optimizer=name, lr=1e-2, warmup_steps=3)
     batches = _batches(12)
 
     model = _model()

@@ -22,7 +22,7 @@ from bertpipe.pretrain import PretrainConfig, pretrain
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_FILES = [ROOT / "data" / "sample" / "the-war-of-the-worlds-part.txt", ROOT / "data" / "sample" / "sotu-sample.jsonl.gz"]
 TINY = {"hidden_size": 36, "num_attention_heads": 3, "num_hidden_layers": 3, "intermediate_size": 72}
-TINY_FLAGS = [f"--model={k}={v}" for k, v in TINY.items()]
+TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
 
 
 def build_shards(root: Path, *, dynamic: bool = False, nsp_mode: str = "nsp", max_seq_length: int = 64) -> Path:
@@ -66,7 +66,7 @@ def dynamic_dir(shard_root) -> Path:
 
 def tiny_cfg(**kw) -> PretrainConfig:
     base = dict(model=TINY, batch_size=16, steps=12, log_every=1, eval_every=0, eval_batches=4, checkpoint_every=0,
-                seed=7, optim=OptimConfig(name="adamw", lr=3e-3, warmup_ratio=0.1))
+                seed=7, optim=OptimConfig(optimizer="adamw", lr=3e-3, warmup_ratio=0.1))
     return PretrainConfig(**{**base, **kw})
 
 
@@ -153,7 +153,7 @@ def test_torchrun_two_ranks_disjoint_and_learning(static_dir, tmp_path):
     run = tmp_path / "run"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "bertpipe.pretrain", str(static_dir),
            "--out", str(run), "--steps", "40", "--log-every", "5", "--eval-every", "40", "--checkpoint-every", "20",
-           "--batch-size", "8", "--optim.name", "adamw", "--optim.lr", "3e-3", "--optim.warmup-ratio", "0.1",
+           "--batch-size", "8", "--optimizer", "adamw", "--lr", "3e-3", "--warmup-ratio", "0.1",
            "--seed", "3", *TINY_FLAGS]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
