@@ -195,13 +195,19 @@ def _ingest_file(path: Path, fmt: Format, content_hash: str, cfg: IngestConfig, 
     return report
 
 
+def ingest_fingerprint(inputs: list[str | Path], cfg: IngestConfig) -> str:
+    """The ingest output's name: config and the content hashes of the input files, in order."""
+    files, _ = expand_inputs(inputs)
+    return cache.fingerprint(STAGE, VERSION, cfg.fingerprint_fields(), upstream=[cache.hash_file(p) for p, _ in files])
+
+
 def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path) -> StageResult:
     """Run the ingest stage; reuse an existing complete output with the same fingerprint."""
     files, unsupported = expand_inputs(inputs)
     if not files:
         raise InputError(f"no readable input files in {', '.join(map(str, inputs))}")
     hashes = [cache.hash_file(p) for p, _ in files]
-    fp = cache.fingerprint(STAGE, VERSION, cfg.fingerprint_fields(), upstream=hashes)
+    fp = cache.fingerprint(STAGE, VERSION, cfg.fingerprint_fields(), upstream=hashes)  # = ingest_fingerprint
     final = Path(out_root) / fp
     if cache.is_complete(final):
         return StageResult(STAGE, fp, final, cache.read_manifest(final), cached=True)

@@ -261,6 +261,8 @@ class _Run:
         cfg, res = self.cfg, PretrainResult(self.out, step)
         starts = np.cumsum([0] + [n for _, n, _ in self.phases])
         window, n_win, t_win, it, phase, first = torch.zeros(9, dtype=torch.float64), 0, 0.0, None, -1, True
+        if step == 0 and cfg.eval_every:  # the starting point of the held-out curves
+            res.eval = self._evaluate(0, 0)
         while step < cfg.steps:
             if (ph := int(np.searchsorted(starts, step, side="right")) - 1) != phase:
                 phase, it = ph, self._loader(ph, (step - int(starts[ph])) * cfg.grad_accum)

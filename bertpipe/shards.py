@@ -262,12 +262,17 @@ def _schema(dynamic: bool) -> pa.Schema:
     return pa.schema(fields)
 
 
+def shards_fingerprint(docs_fp: str, tok_fp: str, cfg: ShardsConfig) -> str:
+    """The shards output's name, from the documents' and the vocabulary's fingerprints."""
+    return cache.fingerprint(STAGE, VERSION, cfg.fingerprint_fields(), [docs_fp, tok_fp])
+
+
 def build_shards(docs_dir: Path, tok_dir: Path, cfg: ShardsConfig, out_root: Path, progress: bool = True) -> StageResult:
     """Run the shards stage; reuse an existing complete output with the same fingerprint."""
     docs_dir = resolve_stage_dir(docs_dir, "ingest")
     tok_dir = resolve_stage_dir(tok_dir, "wordpiece")
     upstream = [cache.read_manifest(docs_dir)["fingerprint"], cache.read_manifest(tok_dir)["fingerprint"]]
-    fp = cache.fingerprint(STAGE, VERSION, cfg.fingerprint_fields(), upstream)
+    fp = shards_fingerprint(*upstream, cfg)
     final = Path(out_root) / fp
     if cache.is_complete(final):
         return StageResult(STAGE, fp, final, cache.read_manifest(final), cached=True)

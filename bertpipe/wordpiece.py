@@ -90,20 +90,27 @@ def iter_sentences(docs_dir: Path, batch_rows: int = 256) -> Iterator[list[str]]
                 yield sentences
 
 
-def train_wordpiece(docs_dir: Path | None, cfg: WordPieceConfig, out_root: Path) -> StageResult:
-    """Train (or import) a vocabulary; reuse a complete output with the same fingerprint."""
-    if cfg.vocab_file is not None:
+def _fingerprint_inputs(docs_fp: str | None, cfg: WordPieceConfig) -> tuple[dict, list[str]]:
+    if cfg.vocab_file is not None:  # an imported vocabulary depends on the file only
         vocab_path = Path(cfg.vocab_file)
         if not vocab_path.is_file():
             raise FileNotFoundError(f"vocab file {vocab_path} does not exist")
-        upstream = [cache.hash_file(vocab_path)]
-        fields = cfg.model_dump(mode="json", include={"cased", "split_cjk"})
-    else:
+        return cfg.model_dump(mode="json", include={"cased", "split_cjk"}), [cache.hash_file(vocab_path)]
+    return cfg.model_dump(mode="json", exclude={"vocab_file"}), [docs_fp or ""]
+
+
+def wordpiece_fingerprint(docs_fp: str | None, cfg: WordPieceConfig) -> str:
+    """The wordpiece output's name, from the documents' fingerprint (or the imported file)."""
+    return cache.fingerprint(STAGE, VERSION, *_fingerprint_inputs(docs_fp, cfg))
+
+
+def train_wordpiece(docs_dir: Path | None, cfg: WordPieceConfig, out_root: Path) -> StageResult:
+    """Train (or import) a vocabulary; reuse a complete output with the same fingerprint."""
+    if cfg.vocab_file is None:
         if docs_dir is None:
             raise ValueError("train_wordpiece needs a documents directory or cfg.vocab_file")
         docs_dir = resolve_stage_dir(docs_dir, "ingest")
-        upstream = [cache.read_manifest(docs_dir)["fingerprint"]]
-        fields = cfg.model_dump(mode="json", exclude={"vocab_file"})
+    fields, upstream = _fingerprint_inputs(cache.read_manifest(docs_dir)["fingerprint"] if docs_dir else None, cfg)
     fp = cache.fingerprint(STAGE, VERSION, fields, upstream)
     final = Path(out_root) / fp
     if cache.is_complete(final):

@@ -3,9 +3,8 @@
 Workers come from a ``forkserver`` that has imported the stage modules once: each worker
 then starts in milliseconds instead of re-importing NumPy, pyarrow and tokenizers (about
 0.4 CPU-s per worker with ``spawn``), and, unlike plain ``fork``, never inherits the
-threads of the caller (tokenizers' and torch's pools). Because ``__main__`` is not
-preloaded, scripts and notebooks calling the stages need no ``if __name__ == "__main__"``
-guard.
+threads of the caller (tokenizers' and torch's pools). As with ``spawn``, a script that
+calls a stage at import time needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""The whole pretraining pipeline's parameters: one pydantic model, loaded from a named preset.
+
+``PipelineConfig`` nests one config per stage (ingest, wordpiece, shards, pretrain) plus
+where the corpus is and where outputs and tracking go. Presets are JSON files in
+``deployments/presets/`` (``tiny``, ``base``, ``large``, ...); ``load_pipeline_config`` deep-merges
+a preset with overrides and validates the result, so a bad parameter (unknown preset,
+negative steps, a masking split not summing to 1, an unreadable corpus path) fails with a
+message before any stage runs. Relative paths are resolved against the project folder, so
+deployments behave the same whatever directory the worker runs in.
+
+Fingerprints of every stage are computable up front from the config alone
+(``stage_fingerprints``): the flow uses them as Prefect cache keys and MLflow tags.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from bertpipe import cache
+from bertpipe.ingest import IngestConfig, expand_inputs, ingest_fingerprint
+from bertpipe.pretrain import _FREE_FIELDS, PretrainConfig
+from bertpipe.shards import ShardsConfig, shards_fingerprint
+from bertpipe.wordpiece import WordPieceConfig, wordpiece_fingerprint
+
+PROJECT = Path(__file__).resolve().parents[1]
+PRESETS = PROJECT / "deployments" / "presets"
+PRETRAIN_STAGE_VERSION = 1
+
+
+class PipelineConfig(BaseModel):
+    """Corpus → WordPiece → shards (phase 1, optionally phase 2) → pretraining."""
+
+    corpus: list[str] = Field(["data/sample"], min_length=1, description="input files, directories or globs")
+    work_dir: str = Field("cache", description="root of every stage's fingerprinted outputs")
+    experiment: str = Field("pretrain", description="MLflow experiment")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///<project>/mlflow.db)")
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    wordpiece: WordPieceConfig = Field(default_factory=WordPieceConfig)
+    shards: ShardsConfig = Field(default_factory=lambda: ShardsConfig(eval_fraction=0.05))
+    phase2: ShardsConfig | None = Field(None, description="shards for phase 2 (length 512), same documents and vocabulary")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+
+    @field_validator("corpus")
+    @classmethod
+    def _readable(cls, paths: list[str]) -> list[str]:
+        resolved = [str(resolve(p)) for p in paths]
+        expand_inputs(resolved)  # raises InputError naming the missing path
+        return resolved
+
+    def work_path(self) -> Path:
+        return resolve(self.work_dir)
+
+
+def resolve(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else PROJECT / p
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.json"))
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_pipeline_config(preset: str, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Preset JSON + overrides → validated config (pydantic's ValidationError names the field)."""
+    path = PRESETS / f"{preset}.json"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {preset!r}; available: {', '.join(preset_names())}")
+    return PipelineConfig.model_validate(deep_merge(json.loads(path.read_text()), overrides or {}))
+
+
+def pretrain_fingerprint(shards_fp: str, phase2_fp: str | None, cfg: PretrainConfig) -> str:
+    fields = cfg.model_dump(mode="json", exclude=_FREE_FIELDS)
+    return cache.fingerprint("pretrain", PRETRAIN_STAGE_VERSION, fields, [shards_fp, phase2_fp or ""])
+
+
+def stage_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
+    """Every stage's fingerprint, computed from the config and the corpus bytes alone."""
+    fps = {"ingest": ingest_fingerprint(cfg.corpus, cfg.ingest)}
+    fps["wordpiece"] = wordpiece_fingerprint(fps["ingest"], cfg.wordpiece)
+    fps["shards"] = shards_fingerprint(fps["ingest"], fps["wordpiece"], cfg.shards)
+    if cfg.phase2 is not None:
+        fps["phase2"] = shards_fingerprint(fps["ingest"], fps["wordpiece"], cfg.phase2)
+    fps["pretrain"] = pretrain_fingerprint(fps["shards"], fps.get("phase2"), cfg.pretrain)
+    return fps

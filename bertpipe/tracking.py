@@ -1,0 +1,106 @@
+"""MLflow tracking for pipeline runs: one parent run per flow run, one child run per stage.
+
+Everything goes through ``MlflowClient`` with explicit run ids rather than MLflow's
+"active run" globals, so stages running in worker threads (Prefect's task runner) cannot
+log into each other's runs. The default store is SQLite in the project folder
+(``sqlite:///mlflow.db``) with artifacts beside it (``mlartifacts/``); any tracking URI
+works through ``MLFLOW_TRACKING_URI`` or the ``tracking_uri`` argument.
+
+A stage's child run carries the stage fingerprint as the tag ``bertpipe.fingerprint`` (the
+same string that names its output directory and Prefect's cache key). A stage served from
+cache still gets a child run, tagged ``bertpipe.cache_hit=true`` and linked
+(``bertpipe.produced_by``) to the run that built it, so every result stays traceable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, RunStatus
+from mlflow.tracking import MlflowClient
+
+FINGERPRINT = "bertpipe.fingerprint"
+STAGE = "bertpipe.stage"
+CACHE_HIT = "bertpipe.cache_hit"
+PRODUCED_BY = "bertpipe.produced_by"
+PARENT = "mlflow.parentRunId"
+
+
+def default_tracking_uri(project: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project.resolve() / 'mlflow.db'}"
+
+
+def client_for(tracking_uri: str) -> MlflowClient:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None = None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = (artifact_root / name).resolve().as_uri() if artifact_root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(prefix: str, obj: Any) -> dict[str, str]:
+    """Nested config → MLflow params (``shards.masking.masked_lm_prob``), values as strings."""
+    if isinstance(obj, dict):
+        out: dict[str, str] = {}
+        for k, v in obj.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: json.dumps(obj) if isinstance(obj, list | tuple) else str(obj)}
+
+
+def start_parent(client: MlflowClient, exp_id: str, name: str, tags: dict[str, str], params: dict[str, str]) -> str:
+    run = client.create_run(exp_id, run_name=name, tags=tags)
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k[:250], v[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def producer_of(client: MlflowClient, exp_ids: Iterable[str], fingerprint: str) -> str | None:
+    """The child run that built (not reused) the output with this fingerprint, if tracked."""
+    runs = client.search_runs(list(exp_ids), f"tags.`{FINGERPRINT}` = '{fingerprint}' and tags.`{CACHE_HIT}` = 'false'",
+                              max_results=1, order_by=["attributes.start_time ASC"])
+    return runs[0].info.run_id if runs else None
+
+
+def start_stage(client: MlflowClient, exp_id: str, parent: str, stage: str, fingerprint: str, cached: bool,
+                params: dict[str, str]) -> str:
+    tags = {PARENT: parent, STAGE: stage, FINGERPRINT: fingerprint, CACHE_HIT: str(cached).lower()}
+    if cached:
+        all_exps = [e.experiment_id for e in client.search_experiments()]
+        if (producer := producer_of(client, all_exps, fingerprint)) is not None:
+            tags[PRODUCED_BY] = producer
+    run = client.create_run(exp_id, run_name=f"{stage}{' (cached)' if cached else ''}", tags=tags)
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    import time
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, int | float) and v == v]
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i : i + 500])
+
+
+def finish(client: MlflowClient, run_id: str, ok: bool = True) -> None:
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
