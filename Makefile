@@ -5,24 +5,41 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CACHE  ?= cache
 
-.PHONY: run test bench-data clean
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_UI_URL := http://127.0.0.1:4200
+
+.PHONY: run test ui stop bench-data bench-train clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# The data stages on the bundled sample corpus (the full Prefect flow replaces this once it lands).
+# Local Prefect server (SQLite) + served deployments, then pretrain/tiny on the sample corpus.
 run: $(STAMP)
-	$(BIN)/bertpipe ingest data/sample --out $(CACHE)/docs
-	$(BIN)/bertpipe wordpiece $(CACHE)/docs --out $(CACHE)/tokenizer --vocab-size 8000
-	$(BIN)/bertpipe shards $(CACHE)/docs --tokenizer $(CACHE)/tokenizer --out $(CACHE)/shards --eval-fraction 0.1
+	scripts/services.sh start
+	$(BIN)/prefect deployment run pretrain/tiny --watch
+	@echo
+	@echo "Prefect UI:  http://127.0.0.1:4200 (flow runs of 'pretrain')"
+	@echo "MLflow UI:   make ui   -> http://127.0.0.1:5000 (experiment 'pretrain')"
+	@echo "Stop all:    make stop"
+
+ui: $(STAMP)
+	scripts/services.sh ui
+
+stop:
+	scripts/services.sh stop
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench-data: $(STAMP)
 	$(BIN)/bertpipe bench data
+
+bench-train: $(STAMP)
+	$(BIN)/bertpipe bench train
 
 clean:
 	rm -rf $(CACHE)

@@ -1,0 +1,26 @@
+"""Declare and serve every deployment: ``python deployments/serve.py`` (stops on SIGTERM).
+
+pretrain/tiny (CPU minutes on the sample corpus), pretrain/base (BERT-Base, the paper's
+recipe), pretrain/large. Each deployment is just a preset name from deployments/presets/;
+runs take JSON overrides, e.g.
+``prefect deployment run pretrain/base --param overrides='{"pretrain": {"steps": 10}}'``.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prefect import serve  # noqa: E402
+
+from flows.pretrain import pretrain_flow  # noqa: E402
+
+DEPLOYMENTS = {
+    "tiny": "tiny preset on the bundled sample corpus: CPU minutes",
+    "base": "BERT-Base (L=12, H=768, A=12) with the paper's recipe; give it your corpus",
+    "large": "BERT-Large (L=24, H=1024, A=16) with the paper's recipe",
+}
+
+if __name__ == "__main__":
+    serve(*(pretrain_flow.to_deployment(name, parameters={"preset": name}, description=desc, tags=["bertpipe"])
+            for name, desc in DEPLOYMENTS.items()))
