@@ -1,0 +1,118 @@
+"""The Prefect flow with a real Prefect (test harness, then a real local server) and a real
+MLflow SQLite store: caching by fingerprint, selective re-runs, validation, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SAMPLE
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+TINY_MODEL = {"hidden_size": 36, "num_attention_heads": 3, "num_hidden_layers": 2, "intermediate_size": 72}
+
+
+def overrides(tmp: Path, **pretrain) -> dict:
+    return {
+        "corpus": [str(SAMPLE / "the-war-of-the-worlds-part.txt")],
+        "work_dir": str(tmp / "work"),
+        "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+        "wordpiece": {"vocab_size": 1500},
+        "shards": {"dupe_factor": 1, "max_seq_length": 64, "workers": 1},
+        "ingest": {"workers": 1},
+        "pretrain": {"model": TINY_MODEL, "steps": 4, "batch_size": 8, "eval_every": 2, "eval_batches": 2,
+                     "log_every": 1, "checkpoint_every": 0, **pretrain},
+    }
+
+
+def children(uri: str, parent: str) -> dict[str, dict[str, str]]:
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`mlflow.parentRunId` = '{parent}'")
+    return {r.data.tags["bertpipe.stage"]: r.data.tags | {"run_id": r.info.run_id} for r in runs}
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining(harness, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.pretrain import pretrain_flow
+
+    ov = overrides(tmp_path)
+    uri = ov["tracking_uri"]
+    first = pretrain_flow("tiny", ov)
+    built = children(uri, first["mlflow_run_id"])
+    assert set(built) == {"ingest", "wordpiece", "shards", "pretrain"}
+    assert all(t["bertpipe.cache_hit"] == "false" for t in built.values())
+    c = MlflowClient(uri)
+    pre = c.get_run(built["pretrain"]["run_id"])
+    assert "train_mlm_loss" in pre.data.metrics and "eval_mlm_acc" in pre.data.metrics
+    assert len(c.get_metric_history(pre.info.run_id, "train_loss")) == 4, "a per-step training curve"
+    arts = {a.path for a in c.list_artifacts(pre.info.run_id)}
+    assert {"plots", "model-hf"} <= arts
+    assert {a.path for a in c.list_artifacts(built["wordpiece"]["run_id"])} == {"vocab.txt"}
+    assert (Path(first["model"]) / "model.safetensors").is_file()
+
+    t0 = time.perf_counter()
+    second = pretrain_flow("tiny", ov)
+    elapsed = time.perf_counter() - t0
+    again = children(uri, second["mlflow_run_id"])
+    assert all(t["bertpipe.cache_hit"] == "true" for t in again.values()), again
+    assert all(again[s]["bertpipe.produced_by"] == built[s]["run_id"] for s in built)
+    assert second["pretrain"] == first["pretrain"]
+    print(f"fully cached rerun: {elapsed:.1f} s")
+    assert elapsed < 15
+
+    ov["shards"]["masking"] = {"masked_lm_prob": 0.3, "max_predictions_per_seq": 20}
+    third = children(uri, pretrain_flow("tiny", ov)["mlflow_run_id"])
+    ran = {s for s, t in third.items() if t["bertpipe.cache_hit"] == "false"}
+    assert ran == {"shards", "pretrain"}
+
+
+@pytest.mark.parametrize("preset,bad,message", [
+    ("nope", {}, "unknown preset 'nope'"),
+    ("tiny", {"pretrain": {"steps": -3}}, "greater than or equal to 1"),
+    ("tiny", {"shards": {"masking": {"mask_split": [0.5, 0.5, 0.5]}}}, "summing to 1"),
+    ("tiny", {"corpus": ["/no/such/corpus.txt"]}, "no such file"),
+])
+def test_invalid_parameters_fail_before_any_stage(harness, tmp_path, preset, bad, message):
+    from prefect.client.orchestration import get_client
+
+    from flows.pretrain import pretrain_flow
+
+    ov = overrides(tmp_path)
+    for k, v in bad.items():
+        ov[k] = {**ov[k], **v} if isinstance(v, dict) and isinstance(ov.get(k), dict) else v
+    state = pretrain_flow(preset, ov, return_state=True)
+    assert state.is_failed() and message in str(state.message) + repr(state.result(raise_on_failure=False))
+    assert not (tmp_path / "work").exists() and not (tmp_path / "mlflow.db").exists()
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def task_runs():
+        async with get_client() as client:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            return await client.read_task_runs(flow_run_filter=flt)
+
+    import asyncio
+
+    assert asyncio.run(task_runs()) == []
