@@ -47,3 +47,47 @@ def plot_training_curves(metrics: Path, out_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+METRICS = ("final_mlm_loss", "final_mlm_acc", "final_nsp_loss", "final_nsp_acc", "parameters")
+
+
+def compare_runs(client, run_ids: list[str], param_keys: list[str]) -> list[dict]:
+    """One row per pipeline run, read back from MLflow: the swept params and final metrics."""
+    rows = []
+    for rid in run_ids:
+        run = client.get_run(rid)
+        row = {"run_id": rid, "run_name": run.info.run_name}
+        row |= {k: run.data.params.get(k) for k in param_keys}
+        row |= {m: run.data.metrics.get(m) for m in METRICS}
+        rows.append(row)
+    return rows
+
+
+def write_comparison(rows: list[dict], param_keys: list[str], out_dir: Path) -> dict[str, Path]:
+    """comparison.md, comparison.csv and comparison.png (held-out MLM loss per variant)."""
+    import csv
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cols = ["run_id", *param_keys, *METRICS]
+    paths = {"csv": out_dir / "comparison.csv", "markdown": out_dir / "comparison.md", "plot": out_dir / "comparison.png"}
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+    def fmt(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    paths["markdown"].write_text("# Sweep comparison\n\n" + "\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    labels = ["\n".join(f"{k.split('.')[-1]}={r.get(k)}" for k in param_keys) for r in rows]
+    ax.bar(range(len(rows)), [r.get("final_mlm_loss") or 0 for r in rows])
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylabel("held-out MLM loss")
+    fig.tight_layout()
+    fig.savefig(paths["plot"])
+    plt.close(fig)
+    return paths

@@ -64,6 +64,8 @@ def pretrain_task(fp: str, cfg: PipelineConfig, shards: StageResult, phase2: Sta
     client = tracking.client_for(tracking_uri)
 
     def on_metrics(rec: dict[str, Any]) -> None:
+        if rec.get("event") == "start":
+            tracking.log_metrics(client, run_id, {"parameters": rec["parameters"]})
         if rec.get("split") in ("train", "eval"):
             tracking.log_metrics(client, run_id, {f"{rec['split']}_{k}": v for k, v in rec.items()
                                                   if k not in ("split", "step", "phase")}, step=rec["step"])
@@ -71,7 +73,9 @@ def pretrain_task(fp: str, cfg: PipelineConfig, shards: StageResult, phase2: Sta
     res = pretrain(shards.path, cfg.pretrain, out, phase2.path if phase2 else None, on_metrics=on_metrics)
     if res.interrupted:
         raise RuntimeError(f"pretraining stopped at step {res.step} with a checkpoint in {out}; run again to resume")
+    start = next(json.loads(line) for line in (out / "metrics.jsonl").open() if '"event": "start"' in line)
     manifest = {"stage": "pretrain", "fingerprint": fp, "step": res.step, "final": str(res.final_dir),
+                "parameters": start["parameters"],
                 "train": res.train, "eval": res.eval}
     write_json_atomic(out / "manifest.json", manifest)  # written last: marks the stage complete
     return StageResult("pretrain", fp, out, manifest, cached=False)
@@ -119,7 +123,9 @@ def _run(task_fn, out_dir: Path, *args) -> State:
     fingerprinted directory was deleted, ``refresh_cache`` forces the stage to run again.
     """
     present = (out_dir / "manifest.json").is_file()
-    return _done(task_fn.with_options(refresh_cache=not present)(*args, return_state=True))
+    future = task_fn.with_options(refresh_cache=not present).submit(*args)  # runs on the flow's task runner
+    future.wait()
+    return _done(future.state)
 
 
 def _done(state: State) -> State:
@@ -134,7 +140,8 @@ def cfg_fusion(ckpt: Path) -> str:
 
 
 @flow(name="pretrain", log_prints=True)
-def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None) -> dict[str, str]:
+def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None,
+                  parent_run_id: str | None = None) -> dict[str, str]:
     """Run the pipeline from a preset in deployments/presets with JSON overrides.
 
     Parameters are validated first: an unknown preset or an invalid value fails the run
@@ -152,7 +159,8 @@ def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None)
     ui = os.environ.get("PREFECT_UI_URL") or os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
     parent = tracking.start_parent(client, exp_id, flow_run.name, {
         "prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_url": f"{ui}/runs/flow-run/{flow_run.id}" if ui else "",
-        "bertpipe.preset": preset, **{f"bertpipe.fp.{k}": v for k, v in fps.items()}},
+        "bertpipe.preset": preset, **{f"bertpipe.fp.{k}": v for k, v in fps.items()},
+        **({tracking.PARENT: parent_run_id} if parent_run_id else {})},
         tracking.flatten("", cfg.model_dump(mode="json")))
     ok, work = False, cfg.work_path()
     try:
@@ -170,7 +178,9 @@ def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None)
                                        tracking.flatten("pretrain", cfg.pretrain.model_dump(mode="json")))
         st = _run(pretrain_task, work / "pretrain" / fps["pretrain"], fps["pretrain"], cfg, shards, phase2, uri, pre_run)
         result = track_stage(uri, exp_id, parent, "pretrain", st.result(), st.name == "Cached", {}, run_id=pre_run)
-        tracking.log_metrics(client, parent, {f"final_{k}": v for k, v in (result.manifest.get("eval") or {}).items()})
+        final = {f"final_{k}": v for k, v in (result.manifest.get("eval") or {}).items()}
+        final["parameters"] = result.manifest.get("parameters", float("nan"))
+        tracking.log_metrics(client, parent, final)
         ok = True
         return {"mlflow_run_id": parent, **{k: str(v) for k, v in fps.items()}, "model": result.manifest["final"]}
     finally:

@@ -116,3 +116,34 @@ def test_invalid_parameters_fail_before_any_stage(harness, tmp_path, preset, bad
     import asyncio
 
     assert asyncio.run(task_runs()) == []
+
+
+def test_sweep_builds_one_comparison_matching_the_mlflow_runs(harness, tmp_path):
+    import csv
+
+    from mlflow.tracking import MlflowClient
+
+    from flows.sweep import sweep_flow
+
+    ov = overrides(tmp_path, steps=3)
+    grid = {"shards.masking.masked_lm_prob": [0.15, 0.4], "pretrain.model.embedding_fusion": ["sum", "concat"]}
+    out = sweep_flow("tiny", grid, ov, experiment="sweep-test")
+    client = MlflowClient(ov["tracking_uri"])
+    assert len(out["runs"]) == 4 and len(out["table"]) == 4
+    seen = set()
+    for row in out["table"]:
+        run = client.get_run(row["run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == out["mlflow_run_id"]
+        assert row["final_mlm_loss"] == run.data.metrics["final_mlm_loss"]
+        assert row["parameters"] == run.data.metrics["parameters"]
+        seen.add((row["shards.masking.masked_lm_prob"], row["pretrain.model.embedding_fusion"]))
+    assert seen == {("0.15", "sum"), ("0.15", "concat"), ("0.4", "sum"), ("0.4", "concat")}
+    by_fusion = {r["pretrain.model.embedding_fusion"]: r["parameters"] for r in out["table"]}
+    assert by_fusion["concat"] > by_fusion["sum"], "concatenated embeddings add a projection"
+    arts = {a.path for a in client.list_artifacts(out["mlflow_run_id"])}
+    assert arts == {"comparison.csv", "comparison.md", "comparison.png"}
+    csv_rows = list(csv.DictReader(open(client.download_artifacts(out["mlflow_run_id"], "comparison.csv", str(tmp_path)))))
+    assert [r["run_id"] for r in csv_rows] == out["runs"]
+    # shared stages ran once: each variant's ingest and wordpiece after the first came from cache
+    built = [children(ov["tracking_uri"], rid) for rid in out["runs"]]
+    assert [b["ingest"]["bertpipe.cache_hit"] for b in built] == ["false", "true", "true", "true"]
