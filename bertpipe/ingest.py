@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 from bertpipe import cache
 from bertpipe.readers import Format, InputError, ReadOptions, ReadStats, detect_format, is_binary, read_documents
 from bertpipe.stage import StageResult, publish_latest
-from bertpipe.workers import process_pool
+from bertpipe.workers import parallel, process_pool
 
 STAGE = "ingest"
 VERSION = 2  # 2: text is a fixed point of BERT's clean_text (see bertpipe.text)
@@ -215,7 +215,7 @@ def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path) -> Stage
     with cache.stage_dir(final) as tmp:
         parts = [tmp / f".raw-{i:05d}.parquet" for i in range(len(files))]
         jobs = [(p, f, h, cfg, part) for (p, f), h, part in zip(files, hashes, parts, strict=True)]
-        if cfg.workers > 1 and len(jobs) > 1:
+        if parallel(cfg.workers, len(jobs)):
             with process_pool(min(cfg.workers, len(jobs))) as ex:
                 reports = list(ex.map(_ingest_file, *zip(*jobs, strict=True)))
         else:

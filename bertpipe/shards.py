@@ -45,7 +45,7 @@ from bertpipe.masking import MaskingConfig, mask_batch
 from bertpipe.pairs import Block, Instances, NspMode, sample_pairs, stream_tokens
 from bertpipe.stage import StageResult, publish_latest, resolve_stage_dir
 from bertpipe.wordpiece import Vocab, load_vocab
-from bertpipe.workers import process_pool
+from bertpipe.workers import parallel, process_pool
 
 STAGE = "shards"
 VERSION = 1
@@ -283,7 +283,7 @@ def build_shards(docs_dir: Path, tok_dir: Path, cfg: ShardsConfig, out_root: Pat
         jobs = [BlockJob(i, split, tuple((p, tuple(r)) for p, r in pieces), str(tok_dir), bert_clean, cfg, str(tmp))
                 for i, (split, pieces) in enumerate(plan_blocks(docs_dir, cfg))]
         bar = tqdm(total=len(jobs), desc="shards", unit="shard", disable=not progress)
-        if cfg.workers > 1 and len(jobs) > 1:
+        if parallel(cfg.workers, len(jobs)):
             with process_pool(min(cfg.workers, len(jobs))) as ex:
                 reports = []
                 for r in ex.map(build_shard, jobs):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 
 _PRELOAD = ["bertpipe.ingest", "bertpipe.shards"]
 
@@ -19,6 +19,12 @@ _PRELOAD = ["bertpipe.ingest", "bertpipe.shards"]
 def _init_worker() -> None:
     # One tokenizer thread per worker: the worker processes already occupy every core.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def parallel(workers: int, jobs: int) -> bool:
+    """Use a pool only when it helps and is allowed: a daemonic process (a Dask worker, a
+    Prefect process-pool task) may not start children, so there the stage runs in-process."""
+    return workers > 1 and jobs > 1 and not current_process().daemon
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:

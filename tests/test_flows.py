@@ -147,3 +147,26 @@ def test_sweep_builds_one_comparison_matching_the_mlflow_runs(harness, tmp_path)
     # shared stages ran once: each variant's ingest and wordpiece after the first came from cache
     built = [children(ov["tracking_uri"], rid) for rid in out["runs"]]
     assert [b["ingest"]["bertpipe.cache_hit"] for b in built] == ["false", "true", "true", "true"]
+
+
+def test_data_stages_on_a_dask_local_cluster_match_the_local_runner(harness, tmp_path):
+    from prefect_dask import DaskTaskRunner
+
+    from flows.pretrain import pretrain_flow
+
+    local = overrides(tmp_path / "local")
+    local["ingest"]["workers"] = local["shards"]["workers"] = 2
+    dask = overrides(tmp_path / "dask")
+    # one vocabulary file for both: WordPiece training itself is not bit-reproducible (tokenizers#1794)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text((ROOT / "tests" / "data" / "vocab-small.txt").read_text())
+    local["wordpiece"] = dask["wordpiece"] = {"vocab_file": str(vocab)}
+    a = pretrain_flow("tiny", local)
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+    b = pretrain_flow.with_options(task_runner=runner)("tiny", dask)
+    for stage in ("ingest", "wordpiece", "shards"):
+        assert a[stage] == b[stage]
+    la = sorted((tmp_path / "local" / "work" / "shards" / a["shards"]).glob("*.parquet"))
+    lb = sorted((tmp_path / "dask" / "work" / "shards" / b["shards"]).glob("*.parquet"))
+    assert la and [p.name for p in la] == [p.name for p in lb]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(la, lb))
