@@ -43,6 +43,8 @@ class PipelineConfig(BaseModel):
     shards: ShardsConfig = Field(default_factory=lambda: ShardsConfig(eval_fraction=0.05))
     phase2: ShardsConfig | None = Field(None, description="shards for phase 2 (length 512), same documents and vocabulary")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    # >1 launches `torchrun --nproc_per_node N` (one process per GPU; gloo processes on CPU).
+    devices: int = Field(1, ge=1, description="data-parallel training processes")
 
     @field_validator("corpus")
     @classmethod
@@ -79,8 +81,9 @@ def load_pipeline_config(preset: str, overrides: dict[str, Any] | None = None) -
     return PipelineConfig.model_validate(deep_merge(json.loads(path.read_text()), overrides or {}))
 
 
-def pretrain_fingerprint(shards_fp: str, phase2_fp: str | None, cfg: PretrainConfig) -> str:
-    fields = cfg.model_dump(mode="json", exclude=_FREE_FIELDS)
+def pretrain_fingerprint(shards_fp: str, phase2_fp: str | None, cfg: PretrainConfig, devices: int = 1) -> str:
+    # the number of processes multiplies the global batch, so it names a different run
+    fields = cfg.model_dump(mode="json", exclude=_FREE_FIELDS) | ({"devices": devices} if devices > 1 else {})
     return cache.fingerprint("pretrain", PRETRAIN_STAGE_VERSION, fields, [shards_fp, phase2_fp or ""])
 
 
@@ -91,5 +94,5 @@ def stage_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
     fps["shards"] = shards_fingerprint(fps["ingest"], fps["wordpiece"], cfg.shards)
     if cfg.phase2 is not None:
         fps["phase2"] = shards_fingerprint(fps["ingest"], fps["wordpiece"], cfg.phase2)
-    fps["pretrain"] = pretrain_fingerprint(fps["shards"], fps.get("phase2"), cfg.pretrain)
+    fps["pretrain"] = pretrain_fingerprint(fps["shards"], fps.get("phase2"), cfg.pretrain, cfg.devices)
     return fps

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +72,38 @@ def pretrain_task(fp: str, cfg: PipelineConfig, shards: StageResult, phase2: Sta
             tracking.log_metrics(client, run_id, {f"{rec['split']}_{k}": v for k, v in rec.items()
                                                   if k not in ("split", "step", "phase")}, step=rec["step"])
 
-    res = pretrain(shards.path, cfg.pretrain, out, phase2.path if phase2 else None, on_metrics=on_metrics)
-    if res.interrupted:
-        raise RuntimeError(f"pretraining stopped at step {res.step} with a checkpoint in {out}; run again to resume")
+    if cfg.devices > 1:
+        step, train, evaluation = _torchrun(cfg, shards, phase2, out, on_metrics)
+    else:
+        res = pretrain(shards.path, cfg.pretrain, out, phase2.path if phase2 else None, on_metrics=on_metrics)
+        if res.interrupted:
+            raise RuntimeError(f"pretraining stopped at step {res.step} with a checkpoint in {out}; run again to resume")
+        step, train, evaluation = res.step, res.train, res.eval
     start = next(json.loads(line) for line in (out / "metrics.jsonl").open() if '"event": "start"' in line)
-    manifest = {"stage": "pretrain", "fingerprint": fp, "step": res.step, "final": str(res.final_dir),
-                "parameters": start["parameters"],
-                "train": res.train, "eval": res.eval}
+    manifest = {"stage": "pretrain", "fingerprint": fp, "step": step, "final": str(out / "final"),
+                "parameters": start["parameters"], "devices": cfg.devices, "train": train, "eval": evaluation}
     write_json_atomic(out / "manifest.json", manifest)  # written last: marks the stage complete
     return StageResult("pretrain", fp, out, manifest, cached=False)
+
+
+def _torchrun(cfg: PipelineConfig, shards: StageResult, phase2: StageResult | None, out: Path, on_metrics):
+    """Data-parallel pretraining in ``cfg.devices`` processes; metrics forwarded afterwards."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pretrain-config.json").write_text(cfg.pretrain.model_dump_json(indent=2))
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(cfg.devices),
+           "-m", "bertpipe.pretrain", str(shards.path), "--out", str(out), "--config", str(out / "pretrain-config.json")]
+    if phase2 is not None:
+        cmd += ["--phase2-shards", str(phase2.path)]
+    log = get_run_logger()
+    log.info("launching %s", " ".join(cmd))
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"torchrun exited with {done.returncode}:\n{done.stderr[-4000:]}")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    for rec in records:
+        on_metrics(rec)
+    last = {split: next((r for r in reversed(records) if r.get("split") == split), None) for split in ("train", "eval")}
+    return (last["train"] or {}).get("step", 0), last["train"], last["eval"]
 
 
 @task(name="track-stage")

@@ -170,3 +170,17 @@ def test_data_stages_on_a_dask_local_cluster_match_the_local_runner(harness, tmp
     lb = sorted((tmp_path / "dask" / "work" / "shards" / b["shards"]).glob("*.parquet"))
     assert la and [p.name for p in la] == [p.name for p in lb]
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(la, lb))
+
+
+def test_two_devices_launch_torchrun_and_track_the_run(harness, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.pretrain import pretrain_flow
+
+    ov = overrides(tmp_path, steps=4)
+    ov["devices"] = 2
+    out = pretrain_flow("tiny", ov)
+    run = MlflowClient(ov["tracking_uri"]).get_run(children(ov["tracking_uri"], out["mlflow_run_id"])["pretrain"]["run_id"])
+    records = [json.loads(line) for line in (Path(out["model"]).parent / "metrics.jsonl").open()]
+    assert next(r for r in records if r.get("event") == "start")["world_size"] == 2
+    assert run.data.metrics["train_world_size"] == 2 and "eval_mlm_loss" in run.data.metrics
