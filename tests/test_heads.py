@@ -1,0 +1,52 @@
+"""Task heads: shapes with odd sizes, frozen features really frozen, encoder weights load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertpipe.heads import BiLSTMTagger, MLPClassifier, SequenceClassifier, SpanExtractor, TokenTagger, load_encoder
+from bertpipe.model import BertConfig, BertForPreTraining
+
+CFG = BertConfig(vocab_size=101, hidden_size=36, num_hidden_layers=3, num_attention_heads=3, intermediate_size=52)
+
+
+def batch(b=5, t=17):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 101, (b, t), generator=g)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[0, 11:] = 0
+    return ids, torch.zeros_like(ids), mask
+
+
+def test_shapes():
+    ids, types, mask = batch()
+    assert SequenceClassifier(CFG, 3)(ids, types, mask).shape == (5, 3)
+    start, end = SpanExtractor(CFG)(ids, types, mask)
+    assert start.shape == end.shape == (5, 17) and (start[0, 11:] < -1e3).all()
+    assert TokenTagger(CFG, 7)(ids, types, mask).shape == (5, 17, 7)
+
+
+@pytest.mark.parametrize("features", ["embeddings", "last", "second_to_last", "sum_last4", "concat_last4", "sum_all"])
+def test_feature_based_heads_train_only_the_head(features):
+    ids, types, mask = batch()
+    tagger = BiLSTMTagger(CFG, 7, features, hidden=8)
+    out = tagger(ids, types, mask)
+    assert out.shape == (5, 17, 7)
+    out.sum().backward()
+    assert all(p.grad is None for p in tagger.encoder.bert.parameters()), "the encoder stays frozen"
+    assert tagger.classifier.weight.grad is not None
+    if tagger.encoder.mix is not None:
+        assert tagger.encoder.mix.grad is not None, "layer weights are learned"
+    assert MLPClassifier(CFG, 2, features, hidden=8)(ids, types, mask).shape == (5, 2)
+
+
+def test_pretrained_encoder_weights_load_into_every_head():
+    pre = BertForPreTraining(CFG)
+    state = pre.state_dict()
+    for model in (SequenceClassifier(CFG, 2), SpanExtractor(CFG), TokenTagger(CFG, 3), BiLSTMTagger(CFG, 3, "last", 8)):
+        load_encoder(model, state)
+        bert = model.encoder.bert if hasattr(model, "encoder") else model.bert
+        assert torch.equal(bert.embeddings.word_embeddings.weight, pre.bert.embeddings.word_embeddings.weight)
+    with pytest.raises(ValueError, match="lacks encoder weights"):
+        load_encoder(SequenceClassifier(CFG, 2), {"bert.pooler.dense.weight": state["bert.pooler.dense.weight"]})
