@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +88,18 @@ def _cmd_bench_train(args: argparse.Namespace) -> None:
     print(json.dumps(bench_train(steps=args.steps, repeats=args.repeats)))
 
 
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from bertpipe.finetune import FinetuneConfig, finetune, track_finetune
+
+    cfg = config_from_args(FinetuneConfig, args, task=args.task)
+    summary = finetune(cfg, args.checkpoint, args.train, args.eval, args.out)
+    main = summary["main_metric"]
+    print(f"{args.task}: {main} {summary[main]:.4f} ± {summary[main + '_std']:.4f} over seeds {summary['seeds']} "
+          f"-> {args.out}/metrics.json")
+    if uri := (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        print(f"  tracked in MLflow run {track_finetune(uri, args, summary)}")
+
+
 def _cmd_bench_data(args: argparse.Namespace) -> None:
     from bertpipe.bench import bench_data
 
@@ -137,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. RUN/final)")
     p.add_argument("--hf", type=Path, required=True, help="HF directory to write")
     p.set_defaults(func=_cmd_export)
+
+    from bertpipe.finetune import FinetuneConfig
+
+    p = sub.add_parser("finetune", help="fine-tune (or train a feature-based head) and evaluate: classify, pair, qa, tag")
+    p.add_argument("task", choices=["classify", "pair", "qa", "tag"])
+    p.add_argument("--checkpoint", type=Path, required=True, help="bertpipe checkpoint dir (e.g. RUN/final, or bertpipe convert output)")
+    p.add_argument("--train", type=Path, required=True, help="training file (TSV, SQuAD JSON, CoNLL)")
+    p.add_argument("--eval", type=Path, required=True, help="evaluation file, same format")
+    p.add_argument("--out", type=Path, required=True, help="output dir: metrics.json, model.safetensors, head.json")
+    p.add_argument("--tracking-uri", help="log to MLflow here (default: $MLFLOW_TRACKING_URI if set)")
+    add_config_args(p, FinetuneConfig, skip={"task"})
+    p.set_defaults(func=_cmd_finetune)
 
     bench = sub.add_parser("bench", help="benchmarks (print figures; last line is one JSON object)")
     bsub = bench.add_subparsers(dest="bench", required=True)

@@ -71,6 +71,9 @@ def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], ski
         elif typing.get_origin(ann) is tuple:
             kwargs["type"] = _tuple_parser(typing.get_args(ann))
             kwargs["metavar"] = ",".join(["X"] * len(typing.get_args(ann)))
+        elif typing.get_origin(ann) is list:
+            kwargs["type"] = typing.get_args(ann)[0]
+            kwargs["nargs"] = "+"
         elif ann in (int, float, str):
             kwargs["type"] = ann
         elif ann is Path or (isinstance(ann, type) and issubclass(ann, Path)):

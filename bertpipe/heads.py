@@ -80,9 +80,10 @@ class FrozenFeatures(nn.Module):
         self.bert = BertModel(cfg)
         self.bert.requires_grad_(False)
         self.features = features
-        n = {"sum_last4": 4, "sum_all": cfg.num_hidden_layers + 1}.get(features)
+        self.last = min(4, cfg.num_hidden_layers + 1)  # "last four" on encoders with fewer layers
+        n = {"sum_last4": self.last, "sum_all": cfg.num_hidden_layers + 1}.get(features)
         self.mix = nn.Parameter(torch.zeros(n)) if n else None  # softmax-normalized layer weights
-        self.out_dim = cfg.hidden_size * (4 if features == "concat_last4" else 1)
+        self.out_dim = cfg.hidden_size * (self.last if features == "concat_last4" else 1)
 
     def train(self, mode: bool = True) -> FrozenFeatures:
         super().train(mode)
@@ -99,8 +100,8 @@ class FrozenFeatures(nn.Module):
         if self.features == "second_to_last":
             return hs[-2]
         if self.features == "concat_last4":
-            return torch.cat(hs[-4:], dim=-1)  # (B, T, 4H)
-        layers = torch.stack(hs[-4:] if self.features == "sum_last4" else hs)  # (n, B, T, H)
+            return torch.cat(hs[-self.last :], dim=-1)  # (B, T, 4H)
+        layers = torch.stack(hs[-self.last :] if self.features == "sum_last4" else hs)  # (n, B, T, H)
         return (F.softmax(self.mix, 0)[:, None, None, None] * layers).sum(0)  # (B, T, H)
 
 

@@ -40,9 +40,14 @@ def client_for(tracking_uri: str) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None = None) -> str:
+    """The experiment's id, created if needed with artifacts under ``artifact_root`` (default:
+    ``mlartifacts/`` beside a SQLite store; MLflow's own default is ``./mlruns`` in the cwd)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    uri = client.tracking_uri
+    if artifact_root is None and uri.startswith("sqlite:///"):
+        artifact_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
     location = (artifact_root / name).resolve().as_uri() if artifact_root else None
     try:
         return client.create_experiment(name, artifact_location=location)
