@@ -66,6 +66,15 @@ class FinetuneConfig(BaseModel):
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda")
 
 
+class EvalTask(BaseModel):
+    """One downstream task for the flows: files and the fine-tuning options."""
+
+    name: str = Field(description="label in MLflow and in the output folder")
+    train: str = Field(description="training file (relative paths: project folder)")
+    eval: str = Field(description="evaluation file")
+    config: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+
 def _tokenizer(ckpt: Path, cased: bool) -> Tokenizer:
     vocab = ckpt / "vocab.txt"
     if not vocab.is_file():

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from bertpipe import cache
+from bertpipe.finetune import EvalTask
 from bertpipe.ingest import IngestConfig, expand_inputs, ingest_fingerprint
 from bertpipe.pretrain import _FREE_FIELDS, PretrainConfig
 from bertpipe.shards import ShardsConfig, shards_fingerprint
@@ -45,6 +46,7 @@ class PipelineConfig(BaseModel):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     # >1 launches `torchrun --nproc_per_node N` (one process per GPU; gloo processes on CPU).
     devices: int = Field(1, ge=1, description="data-parallel training processes")
+    evaluate: list[EvalTask] = Field([], description="downstream tasks fine-tuned on the final checkpoint (finetune subflow)")
 
     @field_validator("corpus")
     @classmethod

@@ -1,7 +1,8 @@
 """Declare and serve every deployment: ``python deployments/serve.py`` (stops on SIGTERM).
 
 pretrain/tiny (CPU minutes on the sample corpus), pretrain/base (BERT-Base, the paper's
-recipe), pretrain/large, and sweep/masking (masking rate x embedding fusion, tiny). Each deployment is just a preset name from deployments/presets/;
+recipe), pretrain/large, sweep/masking (masking rate x embedding fusion, tiny) and
+finetune/default (a checkpoint on the four shared downstream tasks). Each deployment is just a preset name from deployments/presets/;
 runs take JSON overrides, e.g.
 ``prefect deployment run pretrain/base --param overrides='{"pretrain": {"steps": 10}}'``.
 """
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prefect import serve  # noqa: E402
 
 from flows.pretrain import pretrain_flow  # noqa: E402
+from flows.finetune import DEFAULT_TASKS, finetune_flow  # noqa: E402
 from flows.sweep import sweep_flow  # noqa: E402
 
 DEPLOYMENTS = {
@@ -27,4 +29,6 @@ if __name__ == "__main__":
             for name, desc in DEPLOYMENTS.items()),
           sweep_flow.to_deployment("masking", parameters={"preset": "tiny", "experiment": "sweep-masking", "grid": {
               "shards.masking.masked_lm_prob": [0.15, 0.4], "pretrain.model.embedding_fusion": ["sum", "concat"]}},
-              description="masking rate x embedding fusion on the tiny preset", tags=["bertpipe"]))
+              description="masking rate x embedding fusion on the tiny preset", tags=["bertpipe"]),
+          finetune_flow.to_deployment("default", parameters={"tasks": [t.model_dump(mode="json") for t in DEFAULT_TASKS]},
+              description="fine-tune a checkpoint (parameter 'checkpoint') on the four shared tasks", tags=["bertpipe"]))

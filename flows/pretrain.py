@@ -206,6 +206,13 @@ def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None,
         final = {f"final_{k}": v for k, v in (result.manifest.get("eval") or {}).items()}
         final["parameters"] = result.manifest.get("parameters", float("nan"))
         tracking.log_metrics(client, parent, final)
+        scores = {}
+        if cfg.evaluate:
+            from flows.finetune import finetune_flow
+
+            scores = finetune_flow(result.manifest["final"], cfg.evaluate, str(work / "finetune"), cfg.experiment, uri, parent)
+            tracking.log_metrics(client, parent, {f"{t}_{k}": v for t, m in scores.items() for k, v in m.items()
+                                                  if not k.endswith("_std")})
         ok = True
         return {"mlflow_run_id": parent, **{k: str(v) for k, v in fps.items()}, "model": result.manifest["final"]}
     finally:

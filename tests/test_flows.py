@@ -184,3 +184,26 @@ def test_two_devices_launch_torchrun_and_track_the_run(harness, tmp_path):
     records = [json.loads(line) for line in (Path(out["model"]).parent / "metrics.jsonl").open()]
     assert next(r for r in records if r.get("event") == "start")["world_size"] == 2
     assert run.data.metrics["train_world_size"] == 2 and "eval_mlm_loss" in run.data.metrics
+
+
+def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.pretrain import pretrain_flow
+
+    ov = overrides(tmp_path, steps=2)
+    f = str(ROOT / "tests" / "data" / "tasks" / "finefoods.tsv")
+    ov["evaluate"] = [{"name": "finefoods", "train": f, "eval": f,
+                       "config": {"task": "classify", "epochs": 1, "batch_size": 4, "max_seq_length": 32}}]
+    out = pretrain_flow("tiny", ov)
+    client = MlflowClient(ov["tracking_uri"])
+    parent = client.get_run(out["mlflow_run_id"])
+    assert 0.0 <= parent.data.metrics["finefoods_accuracy"] <= 1.0
+    ft_parent = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                   f"tags.`mlflow.parentRunId` = '{out['mlflow_run_id']}' and tags.`bertpipe.checkpoint` = '{out['model']}'")
+    assert len(ft_parent) == 1
+    kids = children(ov["tracking_uri"], ft_parent[0].info.run_id)
+    assert set(kids) == {"finetune:finefoods"}
+    run = client.get_run(kids["finetune:finefoods"]["run_id"])
+    assert run.data.metrics["accuracy"] == parent.data.metrics["finefoods_accuracy"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json"}
