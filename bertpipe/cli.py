@@ -100,6 +100,12 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
         print(f"  tracked in MLflow run {track_finetune(uri, args, summary)}")
 
 
+def _cmd_bench_finetune(args: argparse.Namespace) -> None:
+    from bertpipe.bench_finetune import bench_finetune
+
+    print(json.dumps(bench_finetune(args.work, args.tasks, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)))
+
+
 def _cmd_bench_data(args: argparse.Namespace) -> None:
     from bertpipe.bench import bench_data
 
@@ -176,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
     p.set_defaults(func=_cmd_bench_train)
+    p = bsub.add_parser("finetune", help="fine-tuning MiniLM's real weights: ours vs a plain transformers loop, 4 shared tasks")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-finetune"), help="scratch folder")
+    p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_cmd_bench_finetune)
     return parser
 
 

