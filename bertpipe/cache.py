@@ -37,12 +37,21 @@ MANIFEST = "manifest.json"
 
 
 def hash_file(path: Path, chunk: int = 1 << 20) -> str:
-    """BLAKE2b-128 of a file's bytes, streamed."""
+    """BLAKE2b-128 of a file's bytes, streamed; remembered per (path, size, mtime) so that a
+    flow computing fingerprints up front and the stage itself read the corpus once."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if (known := _HASHES.get(key)) is not None:
+        return known
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    _HASHES[key] = digest = h.hexdigest()
+    return digest
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

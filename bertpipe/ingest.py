@@ -198,7 +198,11 @@ def _ingest_file(path: Path, fmt: Format, content_hash: str, cfg: IngestConfig, 
 def ingest_fingerprint(inputs: list[str | Path], cfg: IngestConfig) -> str:
     """The ingest output's name: config and the content hashes of the input files, in order."""
     files, _ = expand_inputs(inputs)
-    return cache.fingerprint(STAGE, VERSION, cfg.fingerprint_fields(), upstream=[cache.hash_file(p) for p, _ in files])
+    return _fingerprint(cfg, [cache.hash_file(p) for p, _ in files])
+
+
+def _fingerprint(cfg: IngestConfig, content_hashes: list[str]) -> str:
+    return cache.fingerprint(STAGE, VERSION, cfg.fingerprint_fields(), upstream=content_hashes)
 
 
 def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path) -> StageResult:
@@ -207,7 +211,7 @@ def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path) -> Stage
     if not files:
         raise InputError(f"no readable input files in {', '.join(map(str, inputs))}")
     hashes = [cache.hash_file(p) for p, _ in files]
-    fp = cache.fingerprint(STAGE, VERSION, cfg.fingerprint_fields(), upstream=hashes)  # = ingest_fingerprint
+    fp = _fingerprint(cfg, hashes)
     final = Path(out_root) / fp
     if cache.is_complete(final):
         return StageResult(STAGE, fp, final, cache.read_manifest(final), cached=True)

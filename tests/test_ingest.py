@@ -5,7 +5,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
