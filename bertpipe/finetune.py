@@ -35,10 +35,12 @@ from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from bertpipe import heads, metrics, taskdata
+from bertpipe.cache import fingerprint, hash_file, is_complete, read_manifest, stage_dir, write_json_atomic
 from bertpipe.hf import load_config, load_state_dict
 from bertpipe.optim import OptimConfig, build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
+VERSION = 1  # bump when a change alters fine-tuning results for the same inputs
 Task = Literal["classify", "pair", "qa", "tag"]
 
 
@@ -59,6 +61,8 @@ class FinetuneConfig(BaseModel):
     seeds: list[int] = Field([0], min_length=1, description="one run per seed; metrics are mean and std")
     init: Literal["checkpoint", "random"] = Field("checkpoint", description="pretrained encoder or random init of its architecture")
     features: heads.Features | None = Field(None, description="feature-based: freeze the encoder, use these layers")
+    # cls = the paper ([CLS] through the pretrained tanh pooler); mean/max pool the real tokens' states
+    pooling: heads.Pooling = Field("cls", description="classify/pair: sentence vector from [CLS], mean or max of the tokens")
     cased: bool = Field(False, description="the vocabulary is cased (no lowercasing)")
     grid: bool = Field(False, description="search the paper's grid (batch 16/32, lr 5e-5/3e-5/2e-5, 2-4 epochs)")
     pair_layout: Literal["mrpc", "qnli", "rte", "mnli", "auto"] = Field("auto", description="pair: TSV layout")
@@ -89,13 +93,14 @@ def _build(cfg: FinetuneConfig, ckpt: Path, n_labels: int, seed: int) -> torch.n
         if cfg.task == "tag":
             model = heads.BiLSTMTagger(bcfg, n_labels, cfg.features)
         elif cfg.task in ("classify", "pair"):
-            model = heads.MLPClassifier(bcfg, n_labels, cfg.features)
+            model = heads.MLPClassifier(bcfg, n_labels, cfg.features, pooling=cfg.pooling)
         else:
             raise ValueError("the feature-based route covers classify, pair and tag")
     else:
-        model = {"classify": heads.SequenceClassifier, "pair": heads.SequenceClassifier,
-                 "tag": heads.TokenTagger}.get(cfg.task, None)
-        model = heads.SpanExtractor(bcfg) if cfg.task == "qa" else model(bcfg, n_labels)
+        if cfg.task in ("classify", "pair"):
+            model = heads.SequenceClassifier(bcfg, n_labels, pooling=cfg.pooling)
+        else:
+            model = heads.SpanExtractor(bcfg) if cfg.task == "qa" else heads.TokenTagger(bcfg, n_labels)
     if cfg.init == "checkpoint":
         heads.load_encoder(model, load_state_dict(ckpt))
     return model
@@ -279,6 +284,28 @@ def finetune(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path
     (out / "head.json").write_text(json.dumps({"task": cfg.task, "labels": labels, "config": cfg.model_dump(mode="json")}, indent=2))
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def finetune_fingerprint(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path, eval_path: str | Path) -> str:
+    """Content fingerprint of a fine-tuning: its config (less the device), the checkpoint's
+    weights and vocabulary, and the task files' bytes."""
+    ckpt = Path(checkpoint)
+    inputs = [hash_file(ckpt / name) for name in ("model.safetensors", "config.json", "vocab.txt") if (ckpt / name).is_file()]
+    inputs += [hash_file(Path(train_path)), hash_file(Path(eval_path))]
+    return fingerprint("finetune", VERSION, cfg.model_dump(mode="json", exclude={"device"}), inputs)
+
+
+def finetune_cached(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path, eval_path: str | Path,
+                    root: str | Path) -> tuple[dict[str, Any], Path, bool]:
+    """``finetune`` into ``root/<fingerprint>`` (published atomically), or the finished result
+    found there. Returns (summary, directory, cached)."""
+    out = Path(root) / finetune_fingerprint(cfg, checkpoint, train_path, eval_path)
+    if is_complete(out):
+        return read_manifest(out), out, True
+    with stage_dir(out) as tmp:
+        summary = finetune(cfg, checkpoint, train_path, eval_path, tmp)
+        write_json_atomic(tmp / "manifest.json", summary)
+    return summary, out, False
 
 
 def track_finetune(tracking_uri: str, args: Any, summary: dict[str, Any], experiment: str = "finetune") -> str:

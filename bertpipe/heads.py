@@ -2,6 +2,9 @@
 
 - ``SequenceClassifier``: single sentences and sentence pairs. ``[CLS]`` → BERT's tanh
   pooler → dropout → linear → softmax (one output and MSE when the labels are floats).
+  ``pooling="mean"``/``"max"`` instead pool the final states of the real (non-padding)
+  tokens, the alternatives to the seed's argument that a meaningless ``[CLS]`` fuses the
+  sentence most fairly (``sweep/pooling``).
 - ``SpanExtractor``: extractive QA. A start vector S and an end vector E (one ``Linear(H, 2)``)
   dotted with every token's final state; softmax over positions.
 - ``TokenTagger``: tagging. A linear layer on every token's final state; the label sits on
@@ -27,19 +30,32 @@ from torch import Tensor, nn
 from bertpipe.model import BertConfig, BertModel
 
 Features = Literal["embeddings", "last", "second_to_last", "sum_last4", "concat_last4", "sum_all"]
+Pooling = Literal["cls", "mean", "max"]
+
+
+def pool(h: Tensor, attention_mask: Tensor, pooling: Pooling) -> Tensor:
+    """One vector per sequence from per-token states (B, T, H): [CLS], or the mean / max over real tokens."""
+    if pooling == "cls":
+        return h[:, 0]  # (B, H)
+    keep = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+    if pooling == "mean":
+        return (h * keep).sum(1) / keep.sum(1).clamp(min=1)  # (B, H)
+    return h.masked_fill(keep == 0, torch.finfo(h.dtype).min).amax(1)  # (B, H)
 
 
 class SequenceClassifier(nn.Module):
-    def __init__(self, cfg: BertConfig, num_labels: int, dropout: float | None = None):
+    def __init__(self, cfg: BertConfig, num_labels: int, dropout: float | None = None, pooling: Pooling = "cls"):
         super().__init__()
-        self.bert = BertModel(cfg)
+        self.bert, self.pooling = BertModel(cfg), pooling
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob if dropout is None else dropout)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         nn.init.normal_(self.classifier.weight, std=cfg.initializer_range)
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        pooled = self.bert(input_ids, token_type_ids, attention_mask).pooled_output  # (B, H)
+        out = self.bert(input_ids, token_type_ids, attention_mask)
+        # cls: BERT's pretrained tanh pooler over [CLS]; mean/max: over the real tokens' final states
+        pooled = out.pooled_output if self.pooling == "cls" else pool(out.last_hidden_state, attention_mask, self.pooling)  # (B, H)
         return self.classifier(self.dropout(pooled))  # (B, num_labels)
 
 
@@ -124,15 +140,16 @@ class BiLSTMTagger(nn.Module):
 
 
 class MLPClassifier(nn.Module):
-    """Feature-based classification: the [CLS] feature into a one-hidden-layer MLP."""
+    """Feature-based classification: the pooled feature ([CLS], mean or max) into a one-hidden-layer MLP."""
 
-    def __init__(self, cfg: BertConfig, num_labels: int, features: Features, hidden: int = 256):
+    def __init__(self, cfg: BertConfig, num_labels: int, features: Features, hidden: int = 256, pooling: Pooling = "cls"):
         super().__init__()
-        self.encoder = FrozenFeatures(cfg, features)
+        self.encoder, self.pooling = FrozenFeatures(cfg, features), pooling
         self.mlp = nn.Sequential(nn.Linear(self.encoder.out_dim, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, num_labels))
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return self.mlp(self.encoder(input_ids, token_type_ids, attention_mask)[:, 0])  # (B, num_labels)
+        x = self.encoder(input_ids, token_type_ids, attention_mask)  # (B, T, F)
+        return self.mlp(pool(x, attention_mask, self.pooling))  # (B, num_labels)
 
 
 def load_encoder(model: nn.Module, encoder_state: dict[str, Tensor]) -> None:

@@ -3,6 +3,9 @@
 Purpose: the paper's recipe (A.2) as one function, ``pretrain``, and a launcher
 (``python -m bertpipe.pretrain SHARDS --out RUN``, or ``torchrun --nproc_per_node N -m
 bertpipe.pretrain ...``). Loss = mean MLM + mean NSP (MLM only for ``nsp_mode=none`` shards).
+A causal model (``model.causal``, the paper's "LTR & No NSP" row) is trained as a
+left-to-right LM instead: next-token loss over the original text (masked slots restored from
+their labels), logged under the ``mlm_*`` names, without NSP.
 
 Outputs under ``out_dir``: ``metrics.jsonl`` (train records every ``log_every`` steps, eval
 records, a ``start`` and a ``data`` record), ``checkpoints/step-NNNNNNN/`` (``model/`` as
@@ -98,6 +101,16 @@ def pretrain(shards_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, s
             dist.destroy_process_group()
 
 
+def ltr_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor, masked_positions: torch.Tensor,
+                masked_lm_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-to-right LM inputs and targets from a masked batch: the original text (masked
+    slots restored from their labels) and, for position t, token t+1 (-100 past the end)."""
+    real = masked_lm_labels != -100  # (B, P)
+    ids = input_ids.scatter(1, masked_positions, torch.where(real, masked_lm_labels, input_ids.gather(1, masked_positions)))  # (B, T)
+    targets = ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)  # (B, T-1)
+    return ids, targets
+
+
 class _Run:
     def __init__(self, cfg: PretrainConfig, out: Path, rank: int, world: int, device: torch.device, on_metrics) -> None:
         self.cfg, self.out, self.rank, self.world, self.device, self.on_metrics = cfg, out, rank, world, device, on_metrics
@@ -178,7 +191,10 @@ class _Run:
                 raise ValueError(f"{p}: max_seq_length {m['config']['max_seq_length']} exceeds the model's "
                                  f"max_position_embeddings {mcfg.max_position_embeddings}")
         vocab_file = Path(manifests[0][1].get("tokenizer_dir") or "") / "vocab.txt"
-        self.vocab_file, self.use_nsp = vocab_file if vocab_file.is_file() else None, modes != {"none"}
+        # A causal model is trained as a left-to-right LM: next-token prediction on the
+        # unmasked text, and no NSP (its [CLS] sees only itself): the paper's "LTR & No NSP".
+        self.ltr = mcfg.causal
+        self.vocab_file, self.use_nsp = vocab_file if vocab_file.is_file() else None, modes != {"none"} and not self.ltr
         return mcfg
 
     def _loader(self, phase: int, skip: int) -> Any:
@@ -194,8 +210,14 @@ class _Run:
         """Losses, and sums [loss, mlm_loss, nsp_loss, mlm_ok, mlm_n, nsp_ok, nsp_n, tokens, padded_tokens]."""
         p = self.cfg.precision
         with nullcontext() if p == "fp32" else torch.autocast(self.device.type, torch.bfloat16 if p == "bf16" else torch.float16):
-            o = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["masked_positions"])
-        nsl, labels = b["next_sentence_label"], b["masked_lm_labels"]
+            if self.ltr:
+                ids, labels = ltr_targets(b["input_ids"], b["attention_mask"], b["masked_positions"], b["masked_lm_labels"])
+                o = model(ids, b["token_type_ids"], b["attention_mask"])  # logits at every position
+                o = o._replace(mlm_logits=o.mlm_logits[:, :-1])  # (B, T-1, V): position t predicts token t+1
+            else:
+                o = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["masked_positions"])
+                labels = b["masked_lm_labels"]
+        nsl = b["next_sentence_label"]
         lo = pretraining_loss(o.mlm_logits, o.nsp_logits, labels, nsl if self.use_nsp else None)
         n_mlm, zero = (labels != -100).sum(), torch.zeros((), device=nsl.device)
         stats = [lo.loss, lo.mlm_loss, zero if lo.nsp_loss is None else lo.nsp_loss, (lo.mlm_accuracy * n_mlm).round(), n_mlm,

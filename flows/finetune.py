@@ -1,6 +1,8 @@
 """The ``finetune`` flow: fine-tune/evaluate one checkpoint on a list of tasks, tracked.
 
-Each task is a Prefect task around ``bertpipe.finetune.finetune`` and an MLflow child run
+Each task is a Prefect task around ``bertpipe.finetune.finetune_cached`` (results kept in a
+directory named by the fingerprint of config, checkpoint and task files, so a rerun
+recomputes nothing) and an MLflow child run
 (config as params, eval metrics with their usual names, ``metrics.json`` as an artifact)
 under one parent run per flow run. The pretrain flow calls this flow as a subflow when its
 ``evaluate`` list is not empty, so a pretraining run ends with its downstream scores.
@@ -15,7 +17,7 @@ from prefect import flow, task
 from prefect.context import get_run_context
 
 from bertpipe import tracking
-from bertpipe.finetune import EvalTask, finetune
+from bertpipe.finetune import EvalTask, finetune_cached
 from bertpipe.pipeline import PROJECT, resolve
 
 SHARED = "../shared/data"
@@ -32,8 +34,9 @@ DEFAULT_TASKS = [  # the evaluation suite over ../shared/data (see its README)
 
 
 @task(name="finetune-task")
-def finetune_task(item: EvalTask, checkpoint: str, out: str) -> dict[str, Any]:
-    return finetune(item.config, checkpoint, resolve(item.train), resolve(item.eval), out)
+def finetune_task(item: EvalTask, checkpoint: str, root: str) -> tuple[dict[str, Any], str, bool]:
+    summary, out, cached = finetune_cached(item.config, checkpoint, resolve(item.train), resolve(item.eval), root)
+    return summary, str(out), cached
 
 
 @flow(name="finetune", log_prints=True)
@@ -52,9 +55,8 @@ def finetune_flow(checkpoint: str, tasks: list[EvalTask], out_dir: str = "cache/
     ok = False
     try:
         for item in tasks:
-            out = resolve(out_dir) / flow_run.name / item.name
-            summary = finetune_task(item, str(checkpoint), str(out))
-            run = tracking.start_stage(client, exp_id, parent, f"finetune:{item.name}", "", False,
+            summary, out, cached = finetune_task(item, str(checkpoint), str(resolve(out_dir)))
+            run = tracking.start_stage(client, exp_id, parent, f"finetune:{item.name}", Path(out).name, cached,
                                        tracking.flatten(item.name, item.config.model_dump(mode="json")))
             scores = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
             tracking.log_metrics(client, run, scores)

@@ -202,3 +202,12 @@ def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_pa
     run = client.get_run(kids["finetune:finefoods"]["run_id"])
     assert run.data.metrics["accuracy"] == parent.data.metrics["finefoods_accuracy"]
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json"}
+    assert run.data.tags["bertpipe.cache_hit"] == "false"
+
+    again = pretrain_flow("tiny", ov)  # everything cached, fine-tuning included
+    kids = children(ov["tracking_uri"], client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"tags.`mlflow.parentRunId` = '{again['mlflow_run_id']}' and tags.`bertpipe.checkpoint` = '{out['model']}'")[0].info.run_id)
+    rerun = client.get_run(kids["finetune:finefoods"]["run_id"])
+    assert rerun.data.tags["bertpipe.cache_hit"] == "true" and rerun.data.tags["bertpipe.produced_by"] == run.info.run_id
+    assert rerun.data.metrics["accuracy"] == run.data.metrics["accuracy"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertpipe.heads import BiLSTMTagger, MLPClassifier, SequenceClassifier, SpanExtractor, TokenTagger, load_encoder
+from bertpipe.heads import BiLSTMTagger, MLPClassifier, SequenceClassifier, SpanExtractor, TokenTagger, load_encoder, pool
 from bertpipe.model import BertConfig, BertForPreTraining
 
 CFG = BertConfig(vocab_size=101, hidden_size=36, num_hidden_layers=3, num_attention_heads=3, intermediate_size=52)
@@ -39,6 +39,28 @@ def test_feature_based_heads_train_only_the_head(features):
     if tagger.encoder.mix is not None:
         assert tagger.encoder.mix.grad is not None, "layer weights are learned"
     assert MLPClassifier(CFG, 2, features, hidden=8)(ids, types, mask).shape == (5, 2)
+
+
+def test_pooling_ignores_padding():
+    h = torch.randn(2, 5, 3)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert torch.equal(pool(h, mask, "cls"), h[:, 0])
+    assert torch.allclose(pool(h, mask, "mean")[0], h[0, :3].mean(0))
+    assert torch.allclose(pool(h, mask, "mean")[1], h[1].mean(0))
+    h[0, 3:] = 100.0  # padding states must not win the max
+    assert torch.equal(pool(h, mask, "max")[0], h[0, :3].amax(0))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_pooled_classifiers_do_not_see_padding(pooling):
+    ids, types, mask = batch()
+    model = SequenceClassifier(CFG, 3, pooling=pooling).eval()
+    frozen = MLPClassifier(CFG, 3, "last", hidden=8, pooling=pooling).eval()
+    for m in (model, frozen):
+        a = m(ids, types, mask)[0]
+        ids2 = ids.clone()
+        ids2[0, 11:] = 7  # change only padded positions of row 0
+        assert torch.allclose(a, m(ids2, types, mask)[0], atol=1e-6)
 
 
 def test_pretrained_encoder_weights_load_into_every_head():

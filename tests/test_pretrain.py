@@ -199,3 +199,26 @@ def test_no_nsp_shards_train_mlm_only(shard_root, tmp_path):
     for r in records(tmp_path / "run") + records(tmp_path / "run", "eval"):
         assert r["nsp_acc"] is None and r["nsp_loss"] is None and r["loss"] == r["mlm_loss"]
     assert len(res.losses) == 4
+
+
+def test_ltr_targets_restore_the_text_and_shift():
+    ids = torch.tensor([[2, 9, 4, 9, 3, 0], [2, 5, 6, 3, 0, 0]])  # 9 = [MASK]
+    mask = (ids != 0).long()
+    positions = torch.tensor([[1, 3], [2, 0]])
+    labels = torch.tensor([[7, 8], [6, -100]])  # row 1: one real slot, one padding slot at position 0
+    full, targets = pretrain_mod.ltr_targets(ids, mask, positions, labels)
+    assert full.tolist() == [[2, 7, 4, 8, 3, 0], [2, 5, 6, 3, 0, 0]]
+    assert targets.tolist() == [[7, 4, 8, 3, -100], [5, 6, 3, -100, -100]]
+
+
+def test_causal_model_trains_left_to_right_without_nsp(static_dir, tmp_path):
+    res = pretrain(static_dir, tiny_cfg(steps=40, eval_every=40, model={**TINY, "causal": True}), tmp_path / "run")
+    losses = [res.losses[s] for s in range(1, 41)]
+    assert mean(losses[-5:]) < mean(losses[:3]) - 0.5, losses
+    train, evals = records(tmp_path / "run"), records(tmp_path / "run", "eval")
+    assert all(r["nsp_loss"] is None and r["loss"] == r["mlm_loss"] for r in train + evals)
+    # next-token prediction scores every real token but the first, not only the ~15% masked slots
+    ds = ShardDataset(static_dir, "eval", batch_size=16, epochs=1, shuffle=False)
+    real_tokens = sum(int(b["attention_mask"].sum()) - len(b["attention_mask"]) for _, b in zip(range(4), ds))
+    assert evals[-1]["predictions"] == real_tokens
+    assert hf.load_config(res.final_dir).causal
