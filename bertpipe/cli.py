@@ -106,6 +106,22 @@ def _cmd_bench_finetune(args: argparse.Namespace) -> None:
     print(json.dumps(bench_finetune(args.work, args.tasks, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)))
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from bertpipe import tracking
+    from bertpipe.pipeline import PROJECT
+    from bertpipe.report import collect_sweep, sweep_report
+    from bertpipe.sweep import load_sweep, sweep_names
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri(PROJECT)
+    client = tracking.client_for(uri)
+    data = collect_sweep(client, args.experiment, args.run)
+    paper = load_sweep(data.name).paper if data.name in sweep_names() else ""
+    out = Path(args.out or PROJECT / "reports" / args.experiment)
+    paths = sweep_report(client, args.experiment, out, data.sweep_run, paper, log_to_mlflow=not args.no_log)
+    print(paths["markdown"].read_text())
+    print(f"report written to {out}" + ("" if args.no_log else f" and logged to MLflow run {data.sweep_run}"))
+
+
 def _cmd_bench_data(args: argparse.Namespace) -> None:
     from bertpipe.bench import bench_data
 
@@ -168,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="log to MLflow here (default: $MLFLOW_TRACKING_URI if set)")
     add_config_args(p, FinetuneConfig, skip={"task"})
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("report", help="a sweep's table (mean ± std over seeds), plots and markdown, from MLflow alone")
+    p.add_argument("experiment", help="MLflow experiment of the sweep (e.g. sweep-masking-rate)")
+    p.add_argument("--run", help="the sweep's MLflow run id (default: the newest finished sweep)")
+    p.add_argument("--out", help="output folder (default: reports/EXPERIMENT)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report as artifacts of the sweep run")
+    p.set_defaults(func=_cmd_report)
 
     bench = sub.add_parser("bench", help="benchmarks (print figures; last line is one JSON object)")
     bsub = bench.add_subparsers(dest="bench", required=True)

@@ -302,8 +302,10 @@ class _Run:
 
     @torch.no_grad()
     def _evaluate(self, step: int, phase: int) -> dict[str, Any] | None:
+        # Held-out rows keep the shards' own masking even when training masks differently
+        # (cfg.masking), so runs that vary the masking are compared on the same task.
         ds = ShardDataset(self.phases[phase][0], "eval", batch_size=self.phases[phase][2], seed=self.cfg.seed, shuffle=False,
-                          epochs=1, rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to, masking=self.cfg.masking)
+                          epochs=1, rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to)
         if ds.num_rows == 0:
             return None
         self.raw.eval()

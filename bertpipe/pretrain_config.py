@@ -51,7 +51,7 @@ class PretrainConfig(BaseModel):
     phase2_batch_size: int | None = Field(None, ge=1, description="phase-2 micro-batch (default: batch_size)")
     # warmup_ratio 0.01 = the paper's 10k of 1M steps; a fixed 10k would exceed short runs.
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(warmup_ratio=0.01), description="optimizer")
-    masking: MaskingConfig | None = Field(None, description="dynamic shards only: masking instead of the manifest's")
+    masking: MaskingConfig | None = Field(None, description="dynamic shards only: training masking instead of the manifest's (held-out eval keeps the manifest's)")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (bf16 also on CPU; fp16 CUDA only)")
     compile: bool = Field(False, description="torch.compile the model (pays off on long runs; try pad_to=max)")
     pad_to: Literal["longest", "max"] = Field("longest", description="pad batches to their longest row or to max_seq_length")

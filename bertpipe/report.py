@@ -1,14 +1,26 @@
-"""Plots and tables of training runs (matplotlib, headless).
+"""Plots and reports of training runs and sweeps (matplotlib, headless).
 
 ``plot_training_curves`` turns a run's ``metrics.jsonl`` into PNGs: loss (train and held-out
-MLM/NSP) and accuracy against steps. Used by the flows to attach curves to MLflow runs and
-by the benchmark notes.
+MLM/NSP) and accuracy against steps, attached to MLflow runs by the flows.
+
+``sweep_report`` rebuilds a sweep's comparison from MLflow alone (nothing from the cache
+folders): the runs of a sweep are found by their tags (``bertpipe.variant``, ``bertpipe.seed``
+under the sweep's parent run), their final held-out MLM/NSP figures, parameter counts and
+downstream scores are grouped per variant into mean ± std over seeds, and written as
+``report.md``, ``runs.csv``, ``summary.csv``, ``metrics.png`` (each metric per variant with
+error bars) and ``curves.png`` (held-out MLM loss against steps, all runs overlaid; a run
+served from cache is drawn from the run that trained it). Trade-off: std is the sample
+standard deviation over however many seeds finished; with n=1 it is reported as 0.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -49,45 +61,173 @@ def plot_training_curves(metrics: Path, out_dir: Path) -> list[Path]:
     return paths
 
 
-METRICS = ("final_mlm_loss", "final_mlm_acc", "final_nsp_loss", "final_nsp_acc", "parameters")
+PRETRAIN_METRICS = ("parameters", "final_mlm_loss", "final_mlm_acc", "final_nsp_acc")
+DOWNSTREAM_SUFFIXES = ("_accuracy", "_entity_f1", "_exact_match", "_f1", "_mcc")
+LOWER_IS_BETTER = ("final_mlm_loss",)
 
 
-def compare_runs(client, run_ids: list[str], param_keys: list[str]) -> list[dict]:
-    """One row per pipeline run, read back from MLflow: the swept params and final metrics."""
-    rows = []
-    for rid in run_ids:
-        run = client.get_run(rid)
-        row = {"run_id": rid, "run_name": run.info.run_name}
-        row |= {k: run.data.params.get(k) for k in param_keys}
-        row |= {m: run.data.metrics.get(m) for m in METRICS}
-        rows.append(row)
-    return rows
+@dataclass
+class SweepRuns:
+    experiment: str
+    sweep_run: str
+    name: str
+    description: str
+    rows: list[dict[str, Any]]  # one per (variant, seed): variant, seed, run_id, metrics
+    curves: dict[str, list[tuple[int, float]]]  # run_id → held-out MLM loss by step
 
 
-def write_comparison(rows: list[dict], param_keys: list[str], out_dir: Path) -> dict[str, Path]:
-    """comparison.md, comparison.csv and comparison.png (held-out MLM loss per variant)."""
-    import csv
+def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> SweepRuns:
+    """A sweep's runs and metrics, read back from MLflow (the newest sweep run if none given)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"no MLflow experiment {experiment!r}; experiments: {', '.join(names) or 'none'}")
+    if sweep_run is None:
+        found = client.search_runs([exp.experiment_id], "tags.`bertpipe.sweep` = 'true'", order_by=["attributes.start_time DESC"])
+        done = [r for r in found if r.info.status == "FINISHED"] or found
+        if not done:
+            raise ValueError(f"experiment {experiment!r} holds no sweep run (tag bertpipe.sweep=true)")
+        sweep_run = done[0].info.run_id
+    top = client.get_run(sweep_run)
+    kids = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_run}'",
+                              order_by=["attributes.start_time ASC"], max_results=10_000)
+    rows, curves = [], {}
+    for k in kids:
+        if "bertpipe.variant" not in k.data.tags:
+            continue
+        rows.append({"variant": k.data.tags["bertpipe.variant"], "seed": int(k.data.tags.get("bertpipe.seed", 0)),
+                     "run_id": k.info.run_id, "status": k.info.status, "metrics": dict(k.data.metrics)})
+        curves[k.info.run_id] = _mlm_curve(client, exp.experiment_id, k.info.run_id)
+    if not rows:
+        raise ValueError(f"sweep run {sweep_run} has no variant runs yet")
+    return SweepRuns(experiment, sweep_run, top.data.tags.get("bertpipe.sweep_name", top.info.run_name),
+                     top.data.params.get("description", ""), rows, curves)
 
+
+def _mlm_curve(client, exp_id: str, pipeline_run: str) -> list[tuple[int, float]]:
+    stage = client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{pipeline_run}' and tags.`bertpipe.stage` = 'pretrain'")
+    if not stage:
+        return []
+    run = stage[0]
+    source = run.data.tags.get("bertpipe.produced_by") if run.data.tags.get("bertpipe.cache_hit") == "true" else None
+    hist = client.get_metric_history(source or run.info.run_id, "eval_mlm_loss")
+    return sorted((m.step, m.value) for m in hist)
+
+
+def metric_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The pretraining figures, then every downstream task's headline scores, in a stable order."""
+    keys = set().union(*(r["metrics"] for r in rows))
+    down = sorted(k for k in keys if k.endswith(DOWNSTREAM_SUFFIXES) and not k.startswith(("final_", "train_", "eval_"))
+                  and not k.endswith("macro_f1"))
+    return [k for k in PRETRAIN_METRICS if k in keys] + down
+
+
+def summarize(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Per variant (first-seen order): n seeds and, per metric, (mean, std) over the seeds that have it."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        out.setdefault(r["variant"], {"variant": r["variant"], "seeds": []})["seeds"].append(r["seed"])
+    for v, entry in out.items():
+        for m in names:
+            vals = [r["metrics"][m] for r in rows if r["variant"] == v and m in r["metrics"]]
+            if vals:
+                entry[m] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return list(out.values())
+
+
+def _fmt(m: str, mean: float, std: float) -> str:
+    if m == "parameters":
+        return f"{mean / 1e6:.3f}M"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def write_sweep_report(data: SweepRuns, out_dir: Path, paper: str = "", command: str = "") -> dict[str, Path]:
+    """report.md, runs.csv, summary.csv, metrics.png and curves.png in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    cols = ["run_id", *param_keys, *METRICS]
-    paths = {"csv": out_dir / "comparison.csv", "markdown": out_dir / "comparison.md", "plot": out_dir / "comparison.png"}
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    names = metric_names(data.rows)
+    summary = summarize(data.rows, names)
+    paths = {k: out_dir / f for k, f in (("markdown", "report.md"), ("runs", "runs.csv"), ("summary", "summary.csv"),
+                                         ("metrics_plot", "metrics.png"), ("curves_plot", "curves.png"))}
+    with open(paths["runs"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "seed", "run_id", *names])
+        for r in data.rows:
+            w.writerow([r["variant"], r["seed"], r["run_id"], *(r["metrics"].get(m, "") for m in names)])
+    with open(paths["summary"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["variant", "n", *(c for m in names for c in (f"{m}_mean", f"{m}_std"))])
+        for s in summary:
+            w.writerow([s["variant"], len(s["seeds"]), *(x for m in names for x in s.get(m, ("", "")))])
+    _plot_metrics(summary, names, paths["metrics_plot"])
+    _plot_curves(data, paths["curves_plot"])
+    head = ["variant", "seeds", *names]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summary:
+        cells = [s["variant"], ",".join(map(str, s["seeds"]))]
+        cells += [_fmt(m, *s[m]) if m in s else "–" for m in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    md = [f"# Sweep `{data.name}` (MLflow experiment `{data.experiment}`, run `{data.sweep_run}`)", ""]
+    if data.description:
+        md += [data.description, ""]
+    md += ["Mean ± sample std over seeds. `final_*`: held-out pretraining metrics at the last step; "
+           "other columns: downstream eval scores (task_metric); `parameters`: the model's, embeddings included.", "",
+           *lines, "", "![metrics](metrics.png)", "", "![held-out MLM loss](curves.png)", ""]
+    if paper:
+        md += ["## The paper", "", paper, ""]
+    if command:
+        md += ["Regenerate: `" + command + "`", ""]
+    paths["markdown"].write_text("\n".join(md))
+    return paths
 
-    def fmt(v) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
-    paths["markdown"].write_text("# Sweep comparison\n\n" + "\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    labels = ["\n".join(f"{k.split('.')[-1]}={r.get(k)}" for k in param_keys) for r in rows]
-    ax.bar(range(len(rows)), [r.get("final_mlm_loss") or 0 for r in rows])
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.set_ylabel("held-out MLM loss")
+def _plot_metrics(summary: list[dict[str, Any]], names: list[str], path: Path) -> None:
+    shown = [m for m in names if m != "parameters"] or names
+    cols = min(3, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    labels = [s["variant"] for s in summary]
+    for ax, m in zip(axes.flat, shown, strict=False):
+        means = [s[m][0] if m in s else float("nan") for s in summary]
+        stds = [s[m][1] if m in s else 0.0 for s in summary]
+        ax.errorbar(range(len(summary)), means, yerr=stds, fmt="o", capsize=4)
+        ax.set_xticks(range(len(summary)), labels, rotation=25, ha="right", fontsize=7)
+        ax.set_title(m + (" (lower is better)" if m in LOWER_IS_BETTER else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
     fig.tight_layout()
-    fig.savefig(paths["plot"])
+    fig.savefig(path)
     plt.close(fig)
+
+
+def _plot_curves(data: SweepRuns, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    variants = list(dict.fromkeys(r["variant"] for r in data.rows))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for r in data.rows:
+        pts = data.curves.get(r["run_id"]) or []
+        if pts:
+            i = variants.index(r["variant"])
+            first = r is next(x for x in data.rows if x["variant"] == r["variant"])
+            ax.plot(*zip(*pts, strict=True), "o-", color=colors[i % len(colors)], alpha=0.7, markersize=3,
+                    label=r["variant"] if first else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("held-out MLM loss")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def sweep_report(client, experiment: str, out_dir: Path, sweep_run: str | None = None, paper: str = "",
+                 log_to_mlflow: bool = True) -> dict[str, Path]:
+    """Collect a sweep from MLflow, write the report, and log it as artifacts of the sweep run."""
+    data = collect_sweep(client, experiment, sweep_run)
+    cmd = f"bertpipe report {experiment} --run {data.sweep_run}"
+    paths = write_sweep_report(data, Path(out_dir), paper, cmd)
+    if log_to_mlflow:
+        for p in paths.values():
+            client.log_artifact(data.sweep_run, str(p), "report")
     return paths

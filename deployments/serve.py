@@ -1,9 +1,10 @@
 """Declare and serve every deployment: ``python deployments/serve.py`` (stops on SIGTERM).
 
 pretrain/tiny (CPU minutes on the sample corpus), pretrain/base (BERT-Base, the paper's
-recipe), pretrain/large, sweep/masking (masking rate x embedding fusion, tiny) and
-finetune/default (a checkpoint on the four shared downstream tasks). Each deployment is just a preset name from deployments/presets/;
-runs take JSON overrides, e.g.
+recipe), pretrain/large, one sweep/<name> per file in deployments/sweeps/ (masking-rate,
+masking-split, fusion, nsp, size, pooling: variants x seeds on the shared corpora, then a
+report), and finetune/default (a checkpoint on the four shared downstream tasks). Each
+deployment is just a preset or sweep name; runs take JSON overrides, e.g.
 ``prefect deployment run pretrain/base --param overrides='{"pretrain": {"steps": 10}}'``.
 """
 
@@ -17,6 +18,7 @@ from prefect import serve  # noqa: E402
 from flows.pretrain import pretrain_flow  # noqa: E402
 from flows.finetune import DEFAULT_TASKS, finetune_flow  # noqa: E402
 from flows.sweep import sweep_flow  # noqa: E402
+from bertpipe.sweep import load_sweep, sweep_names  # noqa: E402
 
 DEPLOYMENTS = {
     "tiny": "tiny preset on the bundled sample corpus: CPU minutes",
@@ -27,8 +29,7 @@ DEPLOYMENTS = {
 if __name__ == "__main__":
     serve(*(pretrain_flow.to_deployment(name, parameters={"preset": name}, description=desc, tags=["bertpipe"])
             for name, desc in DEPLOYMENTS.items()),
-          sweep_flow.to_deployment("masking", parameters={"preset": "tiny", "experiment": "sweep-masking", "grid": {
-              "shards.masking.masked_lm_prob": [0.15, 0.4], "pretrain.model.embedding_fusion": ["sum", "concat"]}},
-              description="masking rate x embedding fusion on the tiny preset", tags=["bertpipe"]),
+          *(sweep_flow.to_deployment(name, parameters={"sweep": name}, description=load_sweep(name).description,
+                                     tags=["bertpipe", "sweep"]) for name in sweep_names()),
           finetune_flow.to_deployment("default", parameters={"tasks": [t.model_dump(mode="json") for t in DEFAULT_TASKS]},
               description="fine-tune a checkpoint (parameter 'checkpoint') on the four shared tasks", tags=["bertpipe"]))

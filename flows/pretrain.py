@@ -166,7 +166,7 @@ def cfg_fusion(ckpt: Path) -> str:
 
 @flow(name="pretrain", log_prints=True)
 def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None,
-                  parent_run_id: str | None = None) -> dict[str, str]:
+                  parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, str]:
     """Run the pipeline from a preset in deployments/presets with JSON overrides.
 
     Parameters are validated first: an unknown preset or an invalid value fails the run
@@ -185,7 +185,7 @@ def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None,
     parent = tracking.start_parent(client, exp_id, flow_run.name, {
         "prefect.flow_run_id": str(flow_run.id), "prefect.flow_run_url": f"{ui}/runs/flow-run/{flow_run.id}" if ui else "",
         "bertpipe.preset": preset, **{f"bertpipe.fp.{k}": v for k, v in fps.items()},
-        **({tracking.PARENT: parent_run_id} if parent_run_id else {})},
+        **({tracking.PARENT: parent_run_id} if parent_run_id else {}), **(tags or {})},
         tracking.flatten("", cfg.model_dump(mode="json")))
     ok, work = False, cfg.work_path()
     try:

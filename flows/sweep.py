@@ -1,71 +1,92 @@
-"""The ``sweep`` flow: the pretrain flow over a grid of overrides, then one comparison.
+"""The ``sweep`` flow: a named sweep's variants x seeds through the pretrain flow, then a report.
 
-Each grid point is a ``pretrain`` subflow run whose MLflow parent run is nested under the
-sweep's run; stages shared by variants (corpus, vocabulary, and shards when only model or
-optimizer knobs vary) are computed once and served from cache for the others. The
-comparison is built from MLflow alone (``bertpipe.report.compare_runs``): a markdown and a
-CSV table plus a plot, logged as artifacts of the sweep's run and as a Prefect artifact.
+Each (variant, seed) is a ``pretrain`` subflow run whose MLflow parent run is nested under
+the sweep's run and tagged with the variant and seed; stages shared by variants (corpus,
+vocabulary, shards when only model, optimizer or dynamic-masking knobs vary, the whole
+pretraining when only fine-tuning knobs vary) are computed once and served from cache for
+the others, and a finished sweep re-run recomputes nothing. The last task builds the report
+from MLflow alone (``bertpipe.report.sweep_report``), logs it on the sweep's run and
+publishes it as a Prefect markdown artifact.
+
+Run a named sweep without a server: ``python -m flows.sweep masking-rate`` (or through the
+served deployment: ``prefect deployment run sweep/masking-rate``).
 """
 
 from __future__ import annotations
 
-import itertools
+import argparse
+import json
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from bertpipe import tracking
-from bertpipe.pipeline import PROJECT, deep_merge, load_pipeline_config
-from bertpipe.report import compare_runs, write_comparison
+from bertpipe.pipeline import PROJECT, deep_merge
+from bertpipe.report import sweep_report
+from bertpipe.sweep import load_sweep, validate, variant_overrides, variant_tags
 from flows.pretrain import pretrain_flow
 
 
-def dotted(key: str, value: Any) -> dict[str, Any]:
-    """``"shards.masking.masked_lm_prob", 0.4`` → nested override dict."""
-    out: dict[str, Any] = value
-    for part in reversed(key.split(".")):
-        out = {part: out}
-    return out
+@task(name="report")
+def report_task(tracking_uri: str, experiment: str, sweep_run: str, out_dir: str, paper: str) -> str:
+    from pathlib import Path
+
+    paths = sweep_report(tracking.client_for(tracking_uri), experiment, Path(out_dir), sweep_run, paper)
+    md = paths["markdown"].read_text()
+    create_markdown_artifact(md, key="sweep-report", description=f"sweep report ({experiment})")
+    return md
 
 
 @flow(name="sweep", log_prints=True)
-def sweep_flow(preset: str = "tiny", grid: dict[str, list[Any]] | None = None, overrides: dict[str, Any] | None = None,
-               experiment: str = "sweep") -> dict[str, Any]:
-    """Pretrain every combination of ``grid`` (dotted keys → values) on ``preset`` + ``overrides``."""
-    grid = grid or {"shards.masking.masked_lm_prob": [0.15, 0.4], "pretrain.model.embedding_fusion": ["sum", "concat"]}
-    base = deep_merge(overrides or {}, {"experiment": experiment})
-    variants = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
-    for v in variants:  # validate every variant before training any
-        load_pipeline_config(preset, _apply(base, v))
-    cfg = load_pipeline_config(preset, base)
+def sweep_flow(sweep: str = "masking-rate", overrides: dict[str, Any] | None = None, seeds: list[int] | None = None,
+               grid: dict[str, list[Any]] | None = None, experiment: str | None = None,
+               preset: str | None = None) -> dict[str, Any]:
+    """Train every variant of the named sweep (deployments/sweeps) over its seeds and report.
+
+    ``overrides`` are merged into the sweep's shared overrides (e.g. fewer steps);
+    ``seeds``, ``grid``, ``experiment`` and ``preset`` replace the sweep's own when given.
+    """
+    spec = load_sweep(sweep, seeds=seeds, grid=grid, experiment=experiment, preset=preset)
+    if overrides:
+        spec = spec.model_copy(update={"overrides": deep_merge(spec.overrides, overrides)})
+    runs = validate(spec)  # every variant's config is checked before anything trains
+    cfg = runs[0][2]
     uri = cfg.tracking_uri or tracking.default_tracking_uri(PROJECT)
     client = tracking.client_for(uri)
-    exp_id = tracking.experiment_id(client, experiment, PROJECT / "mlartifacts")
+    exp_id = tracking.experiment_id(client, spec.experiment, PROJECT / "mlartifacts")
     flow_run = get_run_context().flow_run
-    sweep_run = tracking.start_parent(client, exp_id, f"sweep {flow_run.name}", {
-        "prefect.flow_run_id": str(flow_run.id), "bertpipe.sweep": "true"}, {"grid": str(grid), "preset": preset})
+    sweep_run = tracking.start_parent(client, exp_id, f"sweep {sweep} {flow_run.name}", {
+        "prefect.flow_run_id": str(flow_run.id), "bertpipe.sweep": "true", "bertpipe.sweep_name": sweep},
+        {"sweep": sweep, "preset": spec.preset, "seeds": json.dumps(spec.seeds), "description": spec.description[:500],
+         "variants": json.dumps([v.model_dump() for v in spec.expand()])[:6000]})
     ok = False
     try:
-        runs = []
-        for v in variants:
-            res = pretrain_flow(preset, _apply(base, v), parent_run_id=sweep_run)
-            runs.append(res["mlflow_run_id"])
-            get_run_logger().info("variant %s -> MLflow run %s", v, res["mlflow_run_id"])
-        table = compare_runs(client, runs, list(grid))
-        files = write_comparison(table, list(grid), cfg.work_path() / "sweeps" / sweep_run)
-        for f in files.values():
-            client.log_artifact(sweep_run, str(f))
-        create_markdown_artifact(files["markdown"].read_text(), key="sweep-comparison", description=f"sweep {flow_run.name}")
+        ids = []
+        for variant, seed, _ in runs:
+            res = pretrain_flow(spec.preset, variant_overrides(spec, variant, seed), parent_run_id=sweep_run,
+                                tags=variant_tags(sweep, variant, seed))
+            ids.append(res["mlflow_run_id"])
+            get_run_logger().info("variant %r seed %d -> MLflow run %s", variant.name(), seed, res["mlflow_run_id"])
+        md = report_task(uri, spec.experiment, sweep_run, str(cfg.work_path() / "sweeps" / sweep_run), spec.paper)
         ok = True
-        return {"mlflow_run_id": sweep_run, "runs": runs, "table": [dict(r) for r in table]}
+        return {"mlflow_run_id": sweep_run, "runs": ids, "report": md}
     finally:
         tracking.finish(client, sweep_run, ok)
 
 
-def _apply(base: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
-    out = base
-    for k, val in variant.items():
-        out = deep_merge(out, dotted(k, val))
-    return out
+def main(argv: list[str] | None = None) -> None:
+    from bertpipe.sweep import sweep_names
+
+    p = argparse.ArgumentParser(description="run a named sweep locally (python -m flows.sweep NAME)")
+    p.add_argument("sweep", choices=sweep_names())
+    p.add_argument("--overrides", type=json.loads, default=None, help="JSON merged into the sweep's overrides")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None, help="e.g. 1,2,3")
+    a = p.parse_args(argv)
+    out = sweep_flow(a.sweep, a.overrides, a.seeds)
+    print(out["report"])
+
+
+if __name__ == "__main__":
+    main()

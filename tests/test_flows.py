@@ -36,7 +36,8 @@ def children(uri: str, parent: str) -> dict[str, dict[str, str]]:
 
     c = MlflowClient(uri)
     runs = c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`mlflow.parentRunId` = '{parent}'")
-    return {r.data.tags["bertpipe.stage"]: r.data.tags | {"run_id": r.info.run_id} for r in runs}
+    # stage runs by stage name; a nested flow's run (the finetune subflow) by its run name's first word
+    return {r.data.tags.get("bertpipe.stage", r.info.run_name.split()[0]): r.data.tags | {"run_id": r.info.run_id} for r in runs}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_invalid_parameters_fail_before_any_stage(harness, tmp_path, preset, bad
     assert asyncio.run(task_runs()) == []
 
 
-def test_sweep_builds_one_comparison_matching_the_mlflow_runs(harness, tmp_path):
+def test_sweep_reports_from_mlflow_and_a_rerun_recomputes_nothing(harness, tmp_path):
     import csv
 
     from mlflow.tracking import MlflowClient
@@ -121,27 +122,52 @@ def test_sweep_builds_one_comparison_matching_the_mlflow_runs(harness, tmp_path)
     from flows.sweep import sweep_flow
 
     ov = overrides(tmp_path, steps=3)
-    grid = {"shards.masking.masked_lm_prob": [0.15, 0.4], "pretrain.model.embedding_fusion": ["sum", "concat"]}
-    out = sweep_flow("tiny", grid, ov, experiment="sweep-test")
+    f = str(ROOT / "tests" / "data" / "tasks" / "finefoods.tsv")
+    ov["evaluate"] = [{"name": "ff", "train": f, "eval": f,
+                       "config": {"task": "classify", "epochs": 1, "batch_size": 4, "max_seq_length": 32}}]
+    grid = {"pretrain.model.embedding_fusion": ["sum", "concat"], "finetune.pooling": ["cls", "mean"]}
+    out = sweep_flow("fusion", ov, seeds=[1, 2], grid=grid, experiment="sweep-test", preset="tiny")
     client = MlflowClient(ov["tracking_uri"])
-    assert len(out["runs"]) == 4 and len(out["table"]) == 4
-    seen = set()
-    for row in out["table"]:
-        run = client.get_run(row["run_id"])
-        assert run.data.tags["mlflow.parentRunId"] == out["mlflow_run_id"]
-        assert row["final_mlm_loss"] == run.data.metrics["final_mlm_loss"]
-        assert row["parameters"] == run.data.metrics["parameters"]
-        seen.add((row["shards.masking.masked_lm_prob"], row["pretrain.model.embedding_fusion"]))
-    assert seen == {("0.15", "sum"), ("0.15", "concat"), ("0.4", "sum"), ("0.4", "concat")}
-    by_fusion = {r["pretrain.model.embedding_fusion"]: r["parameters"] for r in out["table"]}
-    assert by_fusion["concat"] > by_fusion["sum"], "concatenated embeddings add a projection"
-    arts = {a.path for a in client.list_artifacts(out["mlflow_run_id"])}
-    assert arts == {"comparison.csv", "comparison.md", "comparison.png"}
-    csv_rows = list(csv.DictReader(open(client.download_artifacts(out["mlflow_run_id"], "comparison.csv", str(tmp_path)))))
-    assert [r["run_id"] for r in csv_rows] == out["runs"]
-    # shared stages ran once: each variant's ingest and wordpiece after the first came from cache
-    built = [children(ov["tracking_uri"], rid) for rid in out["runs"]]
-    assert [b["ingest"]["bertpipe.cache_hit"] for b in built] == ["false", "true", "true", "true"]
+    assert len(out["runs"]) == 8
+    runs = [client.get_run(r) for r in out["runs"]]
+    assert all(r.data.tags["mlflow.parentRunId"] == out["mlflow_run_id"] for r in runs)
+    assert {(r.data.tags["bertpipe.variant"], r.data.tags["bertpipe.seed"]) for r in runs} == {
+        (f"embedding_fusion={e}, pooling={p}", s) for e in ("sum", "concat") for p in ("cls", "mean") for s in ("1", "2")}
+    # pooling only changes fine-tuning: one pretraining per (fusion, seed), served from cache for the other pooling
+    pre = [children(ov["tracking_uri"], r.info.run_id)["pretrain"]["bertpipe.cache_hit"] for r in runs]
+    assert pre.count("false") == 4 and pre.count("true") == 4
+
+    arts = {a.path for a in client.list_artifacts(out["mlflow_run_id"], "report")}
+    assert arts == {f"report/{n}" for n in ("report.md", "runs.csv", "summary.csv", "metrics.png", "curves.png")}
+    summary = list(csv.DictReader(open(client.download_artifacts(out["mlflow_run_id"], "report/summary.csv", str(tmp_path)))))
+    assert [r["variant"] for r in summary] == ["embedding_fusion=sum, pooling=cls", "embedding_fusion=sum, pooling=mean",
+                                               "embedding_fusion=concat, pooling=cls", "embedding_fusion=concat, pooling=mean"]
+    for row in summary:  # mean over the two seeds' MLflow metrics
+        mine = [r for r in runs if r.data.tags["bertpipe.variant"] == row["variant"]]
+        for m in ("final_mlm_loss", "ff_accuracy"):
+            assert float(row[f"{m}_mean"]) == pytest.approx(sum(r.data.metrics[m] for r in mine) / 2)
+        assert row["n"] == "2"
+    params = {r["variant"].split(",")[0]: float(r["parameters_mean"]) for r in summary}
+    assert params["embedding_fusion=concat"] > params["embedding_fusion=sum"], "concatenated embeddings add a projection"
+    assert "| embedding_fusion=sum, pooling=cls | 1,2 |" in out["report"]
+
+    # the report regenerates from MLflow alone, into a fresh folder
+    from bertpipe.cli import main as cli
+
+    cli(["report", "sweep-test", "--tracking-uri", ov["tracking_uri"], "--out", str(tmp_path / "again"), "--no-log"])
+    assert list(csv.DictReader(open(tmp_path / "again" / "summary.csv"))) == summary
+    assert (tmp_path / "again" / "curves.png").stat().st_size > 10_000
+
+    # a finished sweep re-run recomputes nothing and reproduces the table
+    again = sweep_flow("fusion", ov, seeds=[1, 2], grid=grid, experiment="sweep-test", preset="tiny")
+    for rid in again["runs"]:
+        kids = children(ov["tracking_uri"], rid)
+        tuned = children(ov["tracking_uri"], kids.pop("finetune")["run_id"])
+        assert set(kids) == {"ingest", "wordpiece", "shards", "pretrain"} and set(tuned) == {"finetune:ff"}
+        assert all(t["bertpipe.cache_hit"] == "true" for t in [*kids.values(), *tuned.values()])
+    table = [{k: v for k, v in r.items()} for r in csv.DictReader(open(
+        client.download_artifacts(again["mlflow_run_id"], "report/summary.csv", str(tmp_path / "b"))))]
+    assert table == summary
 
 
 def test_data_stages_on_a_dask_local_cluster_match_the_local_runner(harness, tmp_path):

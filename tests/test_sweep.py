@@ -1,0 +1,54 @@
+"""Sweep specs: every shipped sweep validates, variants expand, fine-tuning keys reach every task."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertpipe.sweep import SweepSpec, Variant, load_sweep, sweep_names, variant_overrides, variant_tags
+from conftest import SHARED
+
+
+def test_shipped_sweeps_parse_and_name_their_variants():
+    assert set(sweep_names()) >= {"masking-rate", "masking-split", "fusion", "nsp", "size", "pooling"}
+    for name in sweep_names():
+        spec = load_sweep(name)
+        names = [v.name() for v in spec.expand()]
+        assert len(names) == len(set(names)) >= 2, name
+        assert spec.paper and spec.description and len(spec.seeds) >= 2
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data (the sweeps' corpora and tasks)")
+def test_shipped_sweeps_validate_every_run():
+    from bertpipe.sweep import validate
+
+    for name in sweep_names():
+        spec = load_sweep(name)
+        runs = validate(spec)
+        assert len(runs) == len(spec.expand()) * len(spec.seeds)
+        assert len({cfg.pretrain.seed for _, _, cfg in runs}) == len(spec.seeds)
+
+
+def test_grid_then_variants_and_fine_tuning_keys():
+    spec = SweepSpec(preset="tiny", grid={"pretrain.model.embedding_fusion": ["sum", "concat"], "finetune.pooling": ["cls", "max"]},
+                     variants=[Variant(label="LTR", changes={"pretrain.model.causal": True})], seeds=[4, 5],
+                     overrides={"evaluate": [{"name": "a", "train": "x", "eval": "y", "config": {"task": "pair", "lr": 1e-4}},
+                                             {"name": "b", "train": "x", "eval": "y"}]})
+    vs = spec.expand()
+    assert [v.name() for v in vs] == ["embedding_fusion=sum, pooling=cls", "embedding_fusion=sum, pooling=max",
+                                      "embedding_fusion=concat, pooling=cls", "embedding_fusion=concat, pooling=max", "LTR"]
+    ov = variant_overrides(spec, vs[1], 5)
+    assert ov["pretrain"] == {"model": {"embedding_fusion": "sum"}, "seed": 5}
+    assert [t["config"] for t in ov["evaluate"]] == [{"task": "pair", "lr": 1e-4, "pooling": "max"}, {"pooling": "max"}]
+    assert "finetune" not in ov and ov["experiment"] == "sweep"
+    tags = variant_tags("s", vs[4], 4)
+    assert tags["bertpipe.variant"] == "LTR" and tags["bertpipe.seed"] == "4" and '"pretrain.model.causal": true' in tags["bertpipe.variant_changes"]
+
+
+def test_unknown_sweep_and_fine_tuning_without_tasks_fail_clearly():
+    from bertpipe.sweep import validate
+
+    with pytest.raises(ValueError, match="unknown sweep 'nope'; known: .*masking-rate"):
+        load_sweep("nope")
+    spec = SweepSpec(preset="tiny", grid={"finetune.pooling": ["cls", "mean"]}, seeds=[1])
+    with pytest.raises(ValueError, match="changes fine-tuning but the sweep evaluates no task"):
+        validate(spec)
