@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bertpipe import cache
 from bertpipe.finetune import EvalTask
@@ -47,6 +47,18 @@ class PipelineConfig(BaseModel):
     # >1 launches `torchrun --nproc_per_node N` (one process per GPU; gloo processes on CPU).
     devices: int = Field(1, ge=1, description="data-parallel training processes")
     evaluate: list[EvalTask] = Field([], description="downstream tasks fine-tuned on the final checkpoint (finetune subflow)")
+    # The paper's Appendix C.1 (MLM vs LTR convergence): the same tasks on earlier checkpoints.
+    evaluate_steps: list[int] = Field([], description="also fine-tune the checkpoints at these pretraining steps")
+
+    @model_validator(mode="after")
+    def _progress_checkpoints(self) -> PipelineConfig:
+        if self.evaluate_steps:
+            if not self.evaluate:
+                raise ValueError("evaluate_steps needs tasks in 'evaluate'")
+            if bad := [s for s in self.evaluate_steps if not 0 < s < self.pretrain.steps]:
+                raise ValueError(f"evaluate_steps {bad} must lie between 0 and pretrain.steps ({self.pretrain.steps}), exclusive")
+            self.pretrain.keep_steps = sorted(set(self.pretrain.keep_steps) | set(self.evaluate_steps))
+        return self
 
     @field_validator("corpus")
     @classmethod
@@ -86,6 +98,8 @@ def load_pipeline_config(preset: str, overrides: dict[str, Any] | None = None) -
 def pretrain_fingerprint(shards_fp: str, phase2_fp: str | None, cfg: PretrainConfig, devices: int = 1) -> str:
     # the number of processes multiplies the global batch, so it names a different run
     fields = cfg.model_dump(mode="json", exclude=_FREE_FIELDS) | ({"devices": devices} if devices > 1 else {})
+    if not fields["keep_steps"]:
+        del fields["keep_steps"]  # runs that keep no extra checkpoints keep their earlier names
     return cache.fingerprint("pretrain", PRETRAIN_STAGE_VERSION, fields, [shards_fp, phase2_fp or ""])
 
 

@@ -21,7 +21,8 @@ Choices and trade-offs
       run repeats the uninterrupted run's losses bit for bit (same seed, world size, workers).
     * Checkpoints are written into a hidden temporary directory and renamed: a crash never
       leaves a half checkpoint, and a bad step (NaN/inf loss or gradient) raises before the
-      update, so the newest checkpoint on disk is always good. ``keep_checkpoints`` are kept.
+      update, so the newest checkpoint on disk is always good. ``keep_checkpoints`` are kept,
+      plus those at ``keep_steps`` (fine-tuned later to plot downstream score against steps).
     * SIGTERM sets a flag; ranks agree on it in the per-step all-reduce of the metric sums
       (done anyway), checkpoint the same step and return; the launcher then exits with 143.
     * One lr schedule spans both phases (phase 2 continues the decay), as in the paper.
@@ -272,7 +273,7 @@ class _Run:
                 window, n_win, t_win = torch.zeros_like(window), 0, 0.0
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
                 res.eval = self._evaluate(step, phase) or res.eval
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or stop:
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or stop or step in cfg.keep_steps:
                 self._save(step, {"phase": phase, "batches": (step - int(starts[phase])) * cfg.grad_accum})
             if stop:
                 res.interrupted = True
@@ -341,7 +342,8 @@ class _Run:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            for old in sorted(self.ckpt_root.glob("step-*"))[: -self.cfg.keep_checkpoints]:
+            rolling = [p for p in sorted(self.ckpt_root.glob("step-*")) if int(p.name[5:]) not in self.cfg.keep_steps]
+            for old in rolling[: -self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             log.info("checkpoint %s", final)
         self.barrier()

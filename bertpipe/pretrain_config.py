@@ -60,6 +60,7 @@ class PretrainConfig(BaseModel):
     eval_batches: int = Field(20, ge=1, description="eval batches per rank")
     checkpoint_every: int = Field(500, ge=0, description="checkpoint every N steps (0: only at the end / SIGTERM)")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints to keep")
+    keep_steps: list[int] = Field([], description="also checkpoint at these steps and keep them (progress evaluations)")
     seed: int = Field(12345, description="seed of init, dropout and data order")  # the reference's seed
     device: str = Field("auto", description="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda, ...")
     # 0: batches are built in the training process; at ~2 us per row that is <1% of a CPU step.

@@ -74,6 +74,7 @@ class SweepRuns:
     description: str
     rows: list[dict[str, Any]]  # one per (variant, seed): variant, seed, run_id, metrics
     curves: dict[str, list[tuple[int, float]]]  # run_id → held-out MLM loss by step
+    progress: dict[str, dict[str, list[tuple[int, float]]]]  # run_id → downstream metric → score by pretraining step
 
 
 def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> SweepRuns:
@@ -91,7 +92,7 @@ def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> Swee
     top = client.get_run(sweep_run)
     kids = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{sweep_run}'",
                               order_by=["attributes.start_time ASC"], max_results=10_000)
-    rows, curves = [], {}
+    rows, curves, progress = [], {}, {}
     for k in kids:
         if "bertpipe.variant" not in k.data.tags:
             continue
@@ -100,8 +101,12 @@ def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> Swee
         curves[k.info.run_id] = _mlm_curve(client, exp.experiment_id, k.info.run_id)
     if not rows:
         raise ValueError(f"sweep run {sweep_run} has no variant runs yet")
+    downstream = [m for m in metric_names(rows) if m not in PRETRAIN_METRICS]
+    for r in rows:  # scores logged at several pretraining steps (evaluate_steps)
+        hist = {m: sorted((h.step, h.value) for h in client.get_metric_history(r["run_id"], m)) for m in downstream}
+        progress[r["run_id"]] = {m: h for m, h in hist.items() if len({st for st, _ in h}) > 1}
     return SweepRuns(experiment, sweep_run, top.data.tags.get("bertpipe.sweep_name", top.info.run_name),
-                     top.data.params.get("description", ""), rows, curves)
+                     top.data.params.get("description", ""), rows, curves, progress)
 
 
 def _mlm_curve(client, exp_id: str, pipeline_run: str) -> list[tuple[int, float]]:
@@ -160,6 +165,10 @@ def write_sweep_report(data: SweepRuns, out_dir: Path, paper: str = "", command:
             w.writerow([s["variant"], len(s["seeds"]), *(x for m in names for x in s.get(m, ("", "")))])
     _plot_metrics(summary, names, paths["metrics_plot"])
     _plot_curves(data, paths["curves_plot"])
+    progress = _progress_table(data)
+    if progress:
+        paths["progress_plot"] = out_dir / "progress.png"
+        _plot_progress(progress, paths["progress_plot"])
     head = ["variant", "seeds", *names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
@@ -172,6 +181,16 @@ def write_sweep_report(data: SweepRuns, out_dir: Path, paper: str = "", command:
     md += ["Mean ± sample std over seeds. `final_*`: held-out pretraining metrics at the last step; "
            "other columns: downstream eval scores (task_metric); `parameters`: the model's, embeddings included.", "",
            *lines, "", "![metrics](metrics.png)", "", "![held-out MLM loss](curves.png)", ""]
+    if progress:
+        md += ["## Downstream score against pretraining steps", "", "Mean over seeds.", ""]
+        for m, by_variant in progress.items():
+            steps = sorted({st for pts in by_variant.values() for st in pts})
+            md += [f"`{m}`", "", "| variant | " + " | ".join(f"step {st}" for st in steps) + " |",
+                   "|" + "---|" * (len(steps) + 1)]
+            md += ["| " + v + " | " + " | ".join(f"{pts[st]:.3f}" if st in pts else "–" for st in steps) + " |"
+                   for v, pts in by_variant.items()]
+            md.append("")
+        md += ["![downstream score against pretraining steps](progress.png)", ""]
     if paper:
         md += ["## The paper", "", paper, ""]
     if command:
@@ -216,6 +235,35 @@ def _plot_curves(data: SweepRuns, path: Path) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _progress_table(data: SweepRuns) -> dict[str, dict[str, dict[int, float]]]:
+    """metric → variant → step → mean over seeds, for scores logged at several steps."""
+    acc: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for r in data.rows:
+        for m, pts in data.progress.get(r["run_id"], {}).items():
+            for st, val in pts:
+                acc.setdefault(m, {}).setdefault(r["variant"], {}).setdefault(st, []).append(val)
+    return {m: {v: {st: statistics.mean(vals) for st, vals in sorted(pts.items())} for v, pts in bv.items()}
+            for m, bv in acc.items()}
+
+
+def _plot_progress(progress: dict[str, dict[str, dict[int, float]]], path: Path) -> None:
+    cols = min(3, len(progress))
+    rows = -(-len(progress) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    for ax, (m, by_variant) in zip(axes.flat, progress.items(), strict=False):
+        for v, pts in by_variant.items():
+            ax.plot(list(pts), list(pts.values()), "o-", label=v, markersize=4)
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("pretraining step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(progress):]:
+        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

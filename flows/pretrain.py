@@ -80,7 +80,8 @@ def pretrain_task(fp: str, cfg: PipelineConfig, shards: StageResult, phase2: Sta
             raise RuntimeError(f"pretraining stopped at step {res.step} with a checkpoint in {out}; run again to resume")
         step, train, evaluation = res.step, res.train, res.eval
     start = next(json.loads(line) for line in (out / "metrics.jsonl").open() if '"event": "start"' in line)
-    manifest = {"stage": "pretrain", "fingerprint": fp, "step": step, "final": str(out / "final"),
+    kept = {str(k): str(out / "checkpoints" / f"step-{k:07d}" / "model") for k in cfg.pretrain.keep_steps}
+    manifest = {"stage": "pretrain", "fingerprint": fp, "step": step, "final": str(out / "final"), "kept": kept,
                 "parameters": start["parameters"], "devices": cfg.devices, "train": train, "eval": evaluation}
     write_json_atomic(out / "manifest.json", manifest)  # written last: marks the stage complete
     return StageResult("pretrain", fp, out, manifest, cached=False)
@@ -210,9 +211,14 @@ def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None,
         if cfg.evaluate:
             from flows.finetune import finetune_flow
 
-            scores = finetune_flow(result.manifest["final"], cfg.evaluate, str(work / "finetune"), cfg.experiment, uri, parent)
-            tracking.log_metrics(client, parent, {f"{t}_{k}": v for t, m in scores.items() for k, v in m.items()
-                                                  if not k.endswith("_std")})
+            # earlier checkpoints first, so each score's history in MLflow runs along the steps
+            ckpts = [(s, result.manifest.get("kept", {}).get(str(s))) for s in cfg.evaluate_steps]
+            for at, ckpt in [*ckpts, (cfg.pretrain.steps, result.manifest["final"])]:
+                if ckpt is None:
+                    raise RuntimeError(f"the pretraining in {result.path} kept no checkpoint at step {at}")
+                scores = finetune_flow(ckpt, cfg.evaluate, str(work / "finetune"), cfg.experiment, uri, parent)
+                tracking.log_metrics(client, parent, {f"{t}_{k}": v for t, m in scores.items() for k, v in m.items()
+                                                      if not k.endswith("_std")}, step=at)
         ok = True
         return {"mlflow_run_id": parent, **{k: str(v) for k, v in fps.items()}, "model": result.manifest["final"]}
     finally:

@@ -89,6 +89,7 @@ def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining
     ("tiny", {"pretrain": {"steps": -3}}, "greater than or equal to 1"),
     ("tiny", {"shards": {"masking": {"mask_split": [0.5, 0.5, 0.5]}}}, "summing to 1"),
     ("tiny", {"corpus": ["/no/such/corpus.txt"]}, "no such file"),
+    ("tiny", {"evaluate_steps": [2]}, "evaluate_steps needs tasks"),
 ])
 def test_invalid_parameters_fail_before_any_stage(harness, tmp_path, preset, bad, message):
     from prefect.client.orchestration import get_client
@@ -112,6 +113,32 @@ def test_invalid_parameters_fail_before_any_stage(harness, tmp_path, preset, bad
     import asyncio
 
     assert asyncio.run(task_runs()) == []
+
+
+def test_evaluate_steps_fine_tune_kept_checkpoints_and_report_progress(harness, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.sweep import sweep_flow
+
+    ov = overrides(tmp_path, steps=4, checkpoint_every=1, keep_checkpoints=1)
+    f = str(ROOT / "tests" / "data" / "tasks" / "finefoods.tsv")
+    ov["evaluate"] = [{"name": "ff", "train": f, "eval": f,
+                       "config": {"task": "classify", "epochs": 1, "batch_size": 4, "max_seq_length": 32}}]
+    ov["evaluate_steps"] = [2]
+    out = sweep_flow("nsp", ov, seeds=[1], grid={"pretrain.model.causal": [False, True]}, experiment="progress", preset="tiny")
+    client = MlflowClient(ov["tracking_uri"])
+    for rid in out["runs"]:
+        hist = client.get_metric_history(rid, "ff_accuracy")
+        assert sorted(h.step for h in hist) == [2, 4]
+        pre = children(ov["tracking_uri"], rid)["pretrain"]
+        kept = sorted(p.name for p in (Path(pre["bertpipe.path"]) / "checkpoints").iterdir())
+        assert kept == ["step-0000002", "step-0000004"], "the rolling window keeps one; step 2 is kept for evaluation"
+    assert "## Downstream score against pretraining steps" in out["report"]
+    assert "| causal=True | " in out["report"] and "step 2 | step 4" in out["report"]
+    with pytest.raises(ValueError, match="between 0 and pretrain.steps"):
+        from bertpipe.pipeline import load_pipeline_config
+
+        load_pipeline_config("tiny", {**ov, "evaluate_steps": [4]})
 
 
 def test_sweep_reports_from_mlflow_and_a_rerun_recomputes_nothing(harness, tmp_path):
