@@ -126,3 +126,36 @@ def bench_finetune(work: Path, tasks: list[str] | None = None, epochs: float = 2
     (work / "bench-finetune.json").write_text(json.dumps(result, indent=2))
     return result | {"epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed, "threads": torch.get_num_threads(),
                      "cpus": os.cpu_count()}
+
+
+FEATURES = ("embeddings", "second_to_last", "last", "sum_last4", "concat_last4", "sum_all")
+
+
+def bench_features(work: Path, checkpoint: Path | None = None, epochs: float = 4, lr: float = 1e-4, feature_lr: float = 1e-3,
+                   batch_size: int = 16, seed: int = 0) -> dict:
+    """The paper's Table 7 on WNUT-16 NER: fine-tuning vs a 2-layer BiLSTM on frozen features
+    from six layer combinations of the same checkpoint (default: MiniLM's real weights)."""
+    from bertpipe.hf import import_hf
+
+    if not SHARED.is_dir():
+        raise SystemExit(f"bench features: {SHARED} is absent")
+    ckpt = Path(checkpoint) if checkpoint else work / "minilm"
+    if checkpoint is None and not (ckpt / "model.safetensors").exists():
+        import_hf(minilm_hf_dir(), ckpt)
+    _, train_rel, eval_rel, _ = SUITE["wnut16-ner"]
+    rows = []
+    for features in (None, *FEATURES):
+        cfg = FinetuneConfig(task="tag", epochs=epochs, lr=lr if features is None else feature_lr, batch_size=batch_size,
+                             seeds=[seed], features=features)
+        t0 = time.perf_counter()
+        s = ft.finetune(cfg, ckpt, SHARED / train_rel, SHARED / eval_rel, work / f"ner-{features or 'finetuned'}")
+        rows.append({"system": "fine-tuned" if features is None else f"feature-based: {features}",
+                     "entity_f1": round(s["entity_f1"], 4), "precision": round(s["precision"], 4),
+                     "recall": round(s["recall"], 4), "seconds": round(time.perf_counter() - t0), "lr": cfg.lr})
+        print(f"{rows[-1]['system']:36s} entity F1 {s['entity_f1']:.4f}  ({rows[-1]['seconds']} s)", flush=True)
+    table = ["| system | entity F1 | precision | recall | lr | seconds |", "|---|---|---|---|---|---|"]
+    table += [f"| {r['system']} | {r['entity_f1']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} | {r['lr']:g} | {r['seconds']} |"
+              for r in rows]
+    (work / "bench-features.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    return {"checkpoint": str(ckpt), "epochs": epochs, "batch_size": batch_size, "seed": seed, "rows": rows}

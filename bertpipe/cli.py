@@ -106,6 +106,13 @@ def _cmd_bench_finetune(args: argparse.Namespace) -> None:
     print(json.dumps(bench_finetune(args.work, args.tasks, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)))
 
 
+def _cmd_bench_features(args: argparse.Namespace) -> None:
+    from bertpipe.bench_finetune import bench_features
+
+    print(json.dumps(bench_features(args.work, args.checkpoint, epochs=args.epochs, lr=args.lr, feature_lr=args.feature_lr,
+                                    batch_size=args.batch_size)))
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from bertpipe import tracking
     from bertpipe.pipeline import PROJECT
@@ -213,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=_cmd_bench_finetune)
+    p = bsub.add_parser("features", help="Table 7 on WNUT-16: fine-tuned vs BiLSTM on six frozen layer combinations")
+    p.add_argument("--checkpoint", type=Path, help="bertpipe checkpoint (default: MiniLM's weights, imported)")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-features"), help="working folder")
+    p.add_argument("--epochs", type=float, default=4)
+    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
+    p.add_argument("--feature-lr", type=float, default=1e-3, help="learning rate of the BiLSTM on frozen features")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=_cmd_bench_features)
     return parser
 
 

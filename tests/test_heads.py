@@ -72,3 +72,18 @@ def test_pretrained_encoder_weights_load_into_every_head():
         assert torch.equal(bert.embeddings.word_embeddings.weight, pre.bert.embeddings.word_embeddings.weight)
     with pytest.raises(ValueError, match="lacks encoder weights"):
         load_encoder(SequenceClassifier(CFG, 2), {"bert.pooler.dense.weight": state["bert.pooler.dense.weight"]})
+
+
+def test_bilstm_real_tokens_ignore_padding_and_see_both_directions():
+    ids, types, mask = batch()
+    tagger = BiLSTMTagger(CFG, 4, "last", hidden=8).eval()
+    out = tagger(ids, types, mask)
+    ids2 = ids.clone()
+    ids2[0, 11:] = 9  # only row 0's padding changes: its real positions must not move
+    assert torch.allclose(out[0, :11], tagger(ids2, types, mask)[0, :11], atol=1e-6)
+    ids3 = ids.clone()
+    ids3[0, 10] = 9  # the last real token changes: the first position hears it (backward direction)
+    assert not torch.allclose(out[0, 0], tagger(ids3, types, mask)[0, 0])
+    ids4 = ids.clone()
+    ids4[0, 0] = 9  # the first token changes: the last real position hears it (forward direction)
+    assert not torch.allclose(out[0, 10], tagger(ids4, types, mask)[0, 10])
