@@ -122,14 +122,14 @@ def bench_train(steps: int = 8, repeats: int = 3) -> dict:
 
 
 def _bench_cuda_base(batch: int = 128, steps: int = 20) -> dict:
-    from bertpipe.pretrain import _peak_flops
+    from bertpipe.runstate import peak_flops
 
     device = torch.device("cuda")
     cfg = BertConfig.from_preset("base")
     step, n_params = _ours_step(cfg, device, "bf16", batch)
     wall, _ = _time_steps(step, steps, device)
     tps = batch * SEQ / wall
-    peak = _peak_flops(device, "bf16")
+    peak = peak_flops(device, "bf16")
     mfu = 6 * n_params * tps / peak if peak else None
     print(f"CUDA {torch.cuda.get_device_name(device)}: BERT-Base length {SEQ} bf16 batch {batch}: {tps:,.0f} tokens/s"
           + (f", MFU {mfu:.1%}" if mfu else ""))

@@ -35,7 +35,14 @@ from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from bertpipe import heads, metrics, taskdata
-from bertpipe.cache import fingerprint, hash_file, is_complete, read_manifest, stage_dir, write_json_atomic
+from bertpipe.cache import (
+    fingerprint,
+    hash_file,
+    is_complete,
+    read_manifest,
+    stage_dir,
+    write_json_atomic,
+)
 from bertpipe.hf import load_config, load_state_dict
 from bertpipe.optim import OptimConfig, build_optimizer, build_scheduler
 

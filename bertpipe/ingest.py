@@ -34,7 +34,15 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from bertpipe import cache
-from bertpipe.readers import Format, InputError, ReadOptions, ReadStats, detect_format, is_binary, read_documents
+from bertpipe.readers import (
+    Format,
+    InputError,
+    ReadOptions,
+    ReadStats,
+    detect_format,
+    is_binary,
+    read_documents,
+)
 from bertpipe.stage import StageResult, publish_latest
 from bertpipe.workers import parallel, process_pool
 

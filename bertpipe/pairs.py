@@ -34,10 +34,9 @@ crossing document boundaries with an extra ``[SEP]``).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
-
-import itertools
 
 import numpy as np
 

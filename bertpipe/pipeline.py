@@ -23,7 +23,8 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from bertpipe import cache
 from bertpipe.finetune import EvalTask
 from bertpipe.ingest import IngestConfig, expand_inputs, ingest_fingerprint
-from bertpipe.pretrain_config import FREE_FIELDS as _FREE_FIELDS, PretrainConfig
+from bertpipe.pretrain_config import FREE_FIELDS as _FREE_FIELDS
+from bertpipe.pretrain_config import PretrainConfig
 from bertpipe.shards import ShardsConfig, shards_fingerprint
 from bertpipe.wordpiece import WordPieceConfig, wordpiece_fingerprint
 

@@ -59,6 +59,7 @@ from bertpipe.data import ShardDataset, load_shards_manifest
 from bertpipe.model import BertConfig, BertForPreTraining, pretraining_loss
 from bertpipe.optim import build_optimizer, build_scheduler
 from bertpipe.pretrain_config import FREE_FIELDS, ModelOverrides, PretrainConfig  # noqa: F401 (re-exported)
+from bertpipe.runstate import capture_rng, peak_flops, restore_rng
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,7 @@ class _Run:
                "mlm_acc": w[3] / max(w[4], 1), "nsp_loss": w[2] / per if self.use_nsp else None,
                "nsp_acc": w[5] / max(w[6], 1) if self.use_nsp else None, "lr": lr,
                "tokens_per_s": w[7] / max(secs, 1e-9), "world_size": self.world}  # tokens: non-padding, all ranks
-        if self.device.type == "cuda" and (peak := _peak_flops(self.device, self.cfg.precision)):
+        if self.device.type == "cuda" and (peak := peak_flops(self.device, self.cfg.precision)):
             # 6 flops per weight per token (forward + backward) over the encoder; the MLM decoder only at masked slots.
             c, seq_len = self.raw.config, w[8] / (per * self.phases[phase][2])  # mean padded length
             dense = self.raw.num_parameters() - sum(p.numel() for p in self.raw.bert.embeddings.parameters())
@@ -336,7 +337,7 @@ class _Run:
             state = {"step": step, "data": data_pos, "world_size": self.world, "config": self.cfg.model_dump(mode="json")}
             (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
         self.barrier()
-        torch.save(_rng_state(self.device), tmp / f"rng-rank{self.rank}.pt")
+        torch.save(capture_rng(self.device), tmp / f"rng-rank{self.rank}.pt")
         self.barrier()
         if self.rank == 0:
             if final.exists():
@@ -367,7 +368,7 @@ class _Run:
             self.opt.load_state_dict(tr["optimizer"])
             self.sched.load_state_dict(tr["scheduler"])
             self.scaler.load_state_dict(tr["scaler"])
-            _set_rng_state(torch.load(d / f"rng-rank{self.rank}.pt", map_location="cpu", weights_only=True), self.device)
+            restore_rng(torch.load(d / f"rng-rank{self.rank}.pt", map_location="cpu", weights_only=True), self.device)
             step = int(tr["step"])
             log.info("resumed from %s", d)
         if self.rank == 0 and mpath.exists():
@@ -375,32 +376,6 @@ class _Run:
             mpath.write_text("".join(ln + "\n" for ln in keep))
         self.barrier()
         return step
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0, dtype=torch.uint8),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                      "gauss": float(gauss)},
-            "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss}}
-
-
-def _set_rng_state(s: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(s["torch"])
-    if device.type == "cuda" and s["cuda"].numel():
-        torch.cuda.set_rng_state(s["cuda"], device)
-    n, p = s["numpy"], s["python"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss"]))
-
-
-def _peak_flops(device: torch.device, precision: str) -> float | None:
-    """Dense bf16/fp16 tensor-core peak of known GPUs, for MFU; None when unknown or fp32."""
-    name = torch.cuda.get_device_name(device)
-    table = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
-    return None if precision == "fp32" else next((v for k, v in table.items() if k in name), None)
 
 
 # ---------------------------------------------------------------------- launcher

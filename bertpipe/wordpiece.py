@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 from tokenizers import Tokenizer
-from tokenizers.processors import TemplateProcessing
 from tokenizers.implementations import BertWordPieceTokenizer
+from tokenizers.processors import TemplateProcessing
 
 from bertpipe import cache
 from bertpipe.stage import StageResult, publish_latest, resolve_stage_dir

@@ -24,7 +24,12 @@ from prefect.states import State
 from bertpipe import tracking
 from bertpipe.cache import write_json_atomic
 from bertpipe.ingest import ingest
-from bertpipe.pipeline import PROJECT, PipelineConfig, load_pipeline_config, stage_fingerprints
+from bertpipe.pipeline import (
+    PROJECT,
+    PipelineConfig,
+    load_pipeline_config,
+    stage_fingerprints,
+)
 from bertpipe.pretrain import pretrain
 from bertpipe.report import plot_training_curves
 from bertpipe.shards import build_shards

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, minilm_dir
 
 from bertpipe.finetune import FinetuneConfig, _build, finetune
 from bertpipe.hf import load_state_dict, save_checkpoint
 from bertpipe.model import BertConfig, BertForPreTraining
 from bertpipe.taskdata import TaskDataError
-
-from conftest import ROOT, minilm_dir
 
 TASKS = ROOT / "tests" / "data" / "tasks"
 FILES = {"classify": "finefoods.tsv", "pair": "bible.tsv", "qa": "squad.json", "tag": "wnut16.conll"}

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, SAMPLE
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

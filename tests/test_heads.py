@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertpipe.heads import BiLSTMTagger, MLPClassifier, SequenceClassifier, SpanExtractor, TokenTagger, load_encoder, pool
+from bertpipe.heads import (
+    BiLSTMTagger,
+    MLPClassifier,
+    SequenceClassifier,
+    SpanExtractor,
+    TokenTagger,
+    load_encoder,
+    pool,
+)
 from bertpipe.model import BertConfig, BertForPreTraining
 
 CFG = BertConfig(vocab_size=101, hidden_size=36, num_hidden_layers=3, num_attention_heads=3, intermediate_size=52)

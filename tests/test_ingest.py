@@ -10,11 +10,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import SAMPLE
 
 from bertpipe.ingest import IngestConfig, ingest
 from bertpipe.readers import InputError
-
-from conftest import SAMPLE
 
 WIKI = Path(__file__).parent / "data" / "wiki_fragment.xml"
 CFG = IngestConfig(workers=1, min_doc_chars=1)

@@ -29,7 +29,8 @@ def build_shards(root: Path, *, dynamic: bool = False, nsp_mode: str = "nsp", ma
     """Real pipeline (ingest -> WordPiece 1000 -> shards) on the bundled sample corpus (~300 kB)."""
     from bertpipe.ingest import IngestConfig, ingest
     from bertpipe.masking import MaskingConfig
-    from bertpipe.shards import ShardsConfig, build_shards as build
+    from bertpipe.shards import ShardsConfig
+    from bertpipe.shards import build_shards as build
     from bertpipe.wordpiece import WordPieceConfig, train_wordpiece
 
     docs = ingest(SAMPLE_FILES, IngestConfig(workers=1), root / "docs")

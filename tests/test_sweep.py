@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
-from bertpipe.sweep import SweepSpec, Variant, load_sweep, sweep_names, variant_overrides, variant_tags
 from conftest import SHARED
+
+from bertpipe.sweep import (
+    SweepSpec,
+    Variant,
+    load_sweep,
+    sweep_names,
+    variant_overrides,
+    variant_tags,
+)
 
 
 def test_shipped_sweeps_parse_and_name_their_variants():

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from conftest import minilm_dir
 from tokenizers import BertWordPieceTokenizer
 
-from bertpipe.wordpiece import SPECIAL_TOKENS, WordPieceConfig, load_vocab, train_wordpiece
-
-from conftest import minilm_dir
+from bertpipe.wordpiece import (
+    SPECIAL_TOKENS,
+    WordPieceConfig,
+    load_vocab,
+    train_wordpiece,
+)
 
 SENTENCES = [
     "The Martians landed at Horsell Common, near Woking, in 1898.",
