@@ -299,6 +299,8 @@ def finetune_fingerprint(cfg: FinetuneConfig, checkpoint: str | Path, train_path
     ckpt = Path(checkpoint)
     inputs = [hash_file(ckpt / name) for name in ("model.safetensors", "config.json", "vocab.txt") if (ckpt / name).is_file()]
     inputs += [hash_file(Path(train_path)), hash_file(Path(eval_path))]
+    if load_config(ckpt).causal:
+        inputs.append("causal-cls-is-last-token")  # heads changed for left-to-right encoders (was [CLS])
     return fingerprint("finetune", VERSION, cfg.model_dump(mode="json", exclude={"device"}), inputs)
 
 

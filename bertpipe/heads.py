@@ -33,10 +33,14 @@ Features = Literal["embeddings", "last", "second_to_last", "sum_last4", "concat_
 Pooling = Literal["cls", "mean", "max"]
 
 
-def pool(h: Tensor, attention_mask: Tensor, pooling: Pooling) -> Tensor:
-    """One vector per sequence from per-token states (B, T, H): [CLS], or the mean / max over real tokens."""
+def pool(h: Tensor, attention_mask: Tensor, pooling: Pooling | Literal["last"]) -> Tensor:
+    """One vector per sequence from per-token states (B, T, H): [CLS], the last real token, or the
+    mean / max over real tokens."""
     if pooling == "cls":
         return h[:, 0]  # (B, H)
+    if pooling == "last":
+        last = attention_mask.sum(1).clamp(min=1) - 1  # (B,)
+        return h[torch.arange(len(h), device=h.device), last]  # (B, H)
     keep = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
     if pooling == "mean":
         return (h * keep).sum(1) / keep.sum(1).clamp(min=1)  # (B, H)
@@ -54,8 +58,16 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor) -> Tensor:
         out = self.bert(input_ids, token_type_ids, attention_mask)
-        # cls: BERT's pretrained tanh pooler over [CLS]; mean/max: over the real tokens' final states
-        pooled = out.pooled_output if self.pooling == "cls" else pool(out.last_hidden_state, attention_mask, self.pooling)  # (B, H)
+        # cls: BERT's pretrained tanh pooler over [CLS]; mean/max: over the real tokens' final states.
+        # A left-to-right encoder's [CLS] sees only itself, so there "cls" means the pooler over
+        # the last real token, the one that has read the whole input (as GPT classifies).
+        if self.pooling == "cls" and self.bert.config.causal:
+            last = pool(out.last_hidden_state, attention_mask, "last")  # (B, H)
+            pooled = torch.tanh(self.bert.pooler.dense(last))  # (B, H)
+        elif self.pooling == "cls":
+            pooled = out.pooled_output  # (B, H)
+        else:
+            pooled = pool(out.last_hidden_state, attention_mask, self.pooling)  # (B, H)
         return self.classifier(self.dropout(pooled))  # (B, num_labels)
 
 
@@ -149,7 +161,8 @@ class MLPClassifier(nn.Module):
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor) -> Tensor:
         x = self.encoder(input_ids, token_type_ids, attention_mask)  # (B, T, F)
-        return self.mlp(pool(x, attention_mask, self.pooling))  # (B, num_labels)
+        causal_cls = self.pooling == "cls" and self.encoder.bert.config.causal  # see SequenceClassifier
+        return self.mlp(pool(x, attention_mask, "last" if causal_cls else self.pooling))  # (B, num_labels)
 
 
 def load_encoder(model: nn.Module, encoder_state: dict[str, Tensor]) -> None:

@@ -95,3 +95,16 @@ def test_bilstm_real_tokens_ignore_padding_and_see_both_directions():
     ids4 = ids.clone()
     ids4[0, 0] = 9  # the first token changes: the last real position hears it (forward direction)
     assert not torch.allclose(out[0, 10], tagger(ids4, types, mask)[0, 10])
+
+
+def test_causal_classifier_reads_the_last_real_token():
+    ids, types, mask = batch()
+    causal = CFG.model_copy(update={"causal": True})
+    model = SequenceClassifier(causal, 3).eval()
+    out = model(ids, types, mask)
+    ids2 = ids.clone()
+    ids2[0, 10] = 9  # row 0's last real token: a left-to-right [CLS] could never see it
+    assert not torch.allclose(out[0], model(ids2, types, mask)[0])
+    ids3 = ids.clone()
+    ids3[0, 12] = 9  # padding after it changes nothing
+    assert torch.allclose(out[0], model(ids3, types, mask)[0], atol=1e-6)
