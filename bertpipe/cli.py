@@ -116,17 +116,13 @@ def _cmd_bench_features(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from bertpipe import tracking
     from bertpipe.pipeline import PROJECT
-    from bertpipe.report import collect_sweep, sweep_report
-    from bertpipe.sweep import load_sweep, sweep_names
+    from bertpipe.report import sweep_report
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri(PROJECT)
-    client = tracking.client_for(uri)
-    data = collect_sweep(client, args.experiment, args.run)
-    paper = load_sweep(data.name).paper if data.name in sweep_names() else ""
     out = Path(args.out or PROJECT / "reports" / args.experiment)
-    paths = sweep_report(client, args.experiment, out, data.sweep_run, paper, log_to_mlflow=not args.no_log)
+    paths = sweep_report(tracking.client_for(uri), args.experiment, out, args.run, log_to_mlflow=not args.no_log)
     print(paths["markdown"].read_text())
-    print(f"report written to {out}" + ("" if args.no_log else f" and logged to MLflow run {data.sweep_run}"))
+    print(f"report written to {out}" + ("" if args.no_log else " and logged to the sweep's MLflow run"))
 
 
 def _cmd_bench_data(args: argparse.Namespace) -> None:

@@ -199,24 +199,34 @@ def write_sweep_report(data: SweepRuns, out_dir: Path, paper: str = "", command:
     return paths
 
 
+def _panels(n: int):
+    """A figure with ``n`` small panels, three per row; returns (figure, the n axes)."""
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n]
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _plot_metrics(summary: list[dict[str, Any]], names: list[str], path: Path) -> None:
     shown = [m for m in names if m != "parameters"] or names
-    cols = min(3, len(shown))
-    rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    fig, axes = _panels(len(shown))
     labels = [s["variant"] for s in summary]
-    for ax, m in zip(axes.flat, shown, strict=False):
+    for ax, m in zip(axes, shown, strict=True):
         means = [s[m][0] if m in s else float("nan") for s in summary]
         stds = [s[m][1] if m in s else 0.0 for s in summary]
         ax.errorbar(range(len(summary)), means, yerr=stds, fmt="o", capsize=4)
         ax.set_xticks(range(len(summary)), labels, rotation=25, ha="right", fontsize=7)
         ax.set_title(m + (" (lower is better)" if m in LOWER_IS_BETTER else ""), fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(shown):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _plot_curves(data: SweepRuns, path: Path) -> None:
@@ -252,27 +262,26 @@ def _progress_table(data: SweepRuns) -> dict[str, dict[str, dict[int, float]]]:
 
 
 def _plot_progress(progress: dict[str, dict[str, dict[int, float]]], path: Path) -> None:
-    cols = min(3, len(progress))
-    rows = -(-len(progress) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=100, squeeze=False)
-    for ax, (m, by_variant) in zip(axes.flat, progress.items(), strict=False):
+    fig, axes = _panels(len(progress))
+    for ax, (m, by_variant) in zip(axes, progress.items(), strict=True):
         for v, pts in by_variant.items():
             ax.plot(list(pts), list(pts.values()), "o-", label=v, markersize=4)
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("pretraining step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(progress):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
 
 
-def sweep_report(client, experiment: str, out_dir: Path, sweep_run: str | None = None, paper: str = "",
+def sweep_report(client, experiment: str, out_dir: Path, sweep_run: str | None = None, paper: str | None = None,
                  log_to_mlflow: bool = True) -> dict[str, Path]:
-    """Collect a sweep from MLflow, write the report, and log it as artifacts of the sweep run."""
+    """Collect a sweep from MLflow, write the report, and log it as artifacts of the sweep run.
+    ``paper`` defaults to the named sweep's own (deployments/sweeps) when it is a known one."""
+    from bertpipe.sweep import load_sweep, sweep_names
+
     data = collect_sweep(client, experiment, sweep_run)
+    if paper is None:
+        paper = load_sweep(data.name).paper if data.name in sweep_names() else ""
     cmd = f"bertpipe report {experiment} --run {data.sweep_run}"
     paths = write_sweep_report(data, Path(out_dir), paper, cmd)
     if log_to_mlflow:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -125,7 +124,3 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def _short(v: Any) -> str:
     return "/".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else str(v)
-
-
-def spec_path(name: str) -> Path:
-    return SWEEPS / f"{name}.json"

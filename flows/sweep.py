@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -31,8 +32,6 @@ from flows.pretrain import pretrain_flow
 
 @task(name="report")
 def report_task(tracking_uri: str, experiment: str, sweep_run: str, out_dir: str, paper: str) -> str:
-    from pathlib import Path
-
     paths = sweep_report(tracking.client_for(tracking_uri), experiment, Path(out_dir), sweep_run, paper)
     md = paths["markdown"].read_text()
     create_markdown_artifact(md, key="sweep-report", description=f"sweep report ({experiment})")
