@@ -113,6 +113,12 @@ def _cmd_bench_features(args: argparse.Namespace) -> None:
                                     batch_size=args.batch_size)))
 
 
+def _cmd_bench_tiny(args: argparse.Namespace) -> None:
+    from bertpipe.bench_tiny import bench_tiny
+
+    print(json.dumps(bench_tiny(args.work, args.preset, json.loads(args.overrides) if args.overrides else None)))
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from bertpipe import tracking
     from bertpipe.pipeline import PROJECT
@@ -209,12 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
     p.set_defaults(func=_cmd_bench_train)
+    p = bsub.add_parser("tiny", help="the tiny preset on the sample corpus: held-out MLM/NSP after its 10-minute run")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-tiny"), help="scratch folder (data stages reused)")
+    p.add_argument("--preset", default="tiny", help="pipeline preset in deployments/presets")
+    p.add_argument("--overrides", help="JSON deep-merged into the preset, e.g. '{\"pretrain\": {\"seed\": 7}}'")
+    p.set_defaults(func=_cmd_bench_tiny)
     p = bsub.add_parser("finetune", help="fine-tuning MiniLM's real weights: ours vs a plain transformers loop, 4 shared tasks")
     p.add_argument("--work", type=Path, default=Path("cache/bench-finetune"), help="scratch folder")
     p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
-    p.add_argument("--epochs", type=float, default=2)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=float, default=None, help="override every task's epochs (default: per task)")
+    p.add_argument("--lr", type=float, default=None, help="override every task's learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
     p.set_defaults(func=_cmd_bench_finetune)
     p = bsub.add_parser("features", help="Table 7 on WNUT-16: fine-tuned vs BiLSTM on six frozen layer combinations")
     p.add_argument("--checkpoint", type=Path, help="bertpipe checkpoint (default: MiniLM's weights, imported)")

@@ -30,6 +30,7 @@ class ModelOverrides(BaseModel):
     attention_probs_dropout_prob: float | None = Field(None, ge=0, lt=1, description="dropout on attention (0.1)")
     embedding_fusion: Literal["sum", "concat"] | None = Field(None, description="sum (BERT) or concat+project the 3 embeddings")
     causal: bool | None = Field(None, description="left-to-right attention (the paper's LTR ablation)")
+    initializer_range: float | None = Field(None, gt=0, description="std of the normal weight init (0.02)")
 
     def overrides(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

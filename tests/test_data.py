@@ -7,17 +7,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import SAMPLE_FILES
 from torch.utils.data import DataLoader
 
 from bertpipe.data import ShardDataset, load_shards_manifest
 from bertpipe.masking import MaskingConfig
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"  # the bundled corpus (~300 kB)
-SAMPLE_FILES = [SAMPLE / "the-war-of-the-worlds-part.txt", SAMPLE / "sotu-sample.jsonl.gz"]
 
 
 def build_tiny_shards(root: Path, *, dynamic: bool, nsp_mode: str = "nsp", max_seq_length: int = 64) -> Path:
-    """Real pipeline (ingest -> WordPiece 1000 -> shards, 64-row groups) on the sample corpus."""
+    """Real pipeline (ingest -> WordPiece 1000 -> shards, 64-row groups) on the tests' corpus."""
     from bertpipe.ingest import IngestConfig, ingest
     from bertpipe.shards import ShardsConfig, build_shards
     from bertpipe.wordpiece import WordPieceConfig, train_wordpiece

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, minilm_dir
@@ -91,3 +92,25 @@ def test_regression_labels_use_one_output_and_mse(ckpt, tmp_path):
     f.write_text("sentence\tlabel\n" + "".join(f"text number {i} here\t{i % 5 * 0.5}\n" for i in range(24)))
     m = finetune(FinetuneConfig(task="classify", regression=True, epochs=2, batch_size=8, lr=1e-3), ckpt, f, f, tmp_path / "o")
     assert m["main_metric"] == "pearson" and "mse" in m
+
+
+@pytest.mark.parametrize("task", ["pair", "qa", "tag"])
+def test_batches_cut_to_the_longest_row_predict_as_full_width(ckpt, task):
+    """Dropping the all-padding columns of a batch changes no prediction (up to float rounding)."""
+    from bertpipe import finetune as ft
+
+    cfg = FinetuneConfig(task=task, max_seq_length=96, doc_stride=32, max_query_length=16)
+    examples = ft._read(cfg, TASKS / FILES[task])
+    labels = None if task == "qa" else ft.taskdata.label_vocab(examples)
+    data = ft._encode(cfg, ft._tokenizer(ckpt, False), examples, labels)
+    model = _build(cfg, ckpt, len(labels or []), seed=0).eval()
+    widths = [b["input_ids"].shape[1] for b in ft._batches(data, np.arange(len(data["input_ids"])), 4, torch.device("cpu"))]
+    assert max(widths) < 96 and min(widths) >= 1, "rows are short: batches must be cut"
+    cut = ft._predict(cfg, model, data, torch.device("cpu"))
+    with torch.no_grad():
+        full = model(*(torch.as_tensor(data[k].astype(np.int64)) for k in ("input_ids", "token_type_ids", "attention_mask")))
+    real = data["attention_mask"].astype(bool)  # per-position outputs: compare the real tokens
+    for a, b in zip(cut if task == "qa" else (cut,), full if task == "qa" else (full,), strict=True):
+        assert a.shape == tuple(b.shape)
+        b = b.numpy()
+        np.testing.assert_allclose(a if task == "pair" else a[real], b if task == "pair" else b[real], atol=1e-4)

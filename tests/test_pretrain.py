@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SAMPLE_FILES
 
 from bertpipe import hf
 from bertpipe import pretrain as pretrain_mod
@@ -20,13 +21,12 @@ from bertpipe.optim import OptimConfig
 from bertpipe.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_FILES = [ROOT / "data" / "sample" / "the-war-of-the-worlds-part.txt", ROOT / "data" / "sample" / "sotu-sample.jsonl.gz"]
 TINY = {"hidden_size": 36, "num_attention_heads": 3, "num_hidden_layers": 3, "intermediate_size": 72}
 TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
 
 
 def build_shards(root: Path, *, dynamic: bool = False, nsp_mode: str = "nsp", max_seq_length: int = 64) -> Path:
-    """Real pipeline (ingest -> WordPiece 1000 -> shards) on the bundled sample corpus (~300 kB)."""
+    """Real pipeline (ingest -> WordPiece 1000 -> shards) on the tests' corpus (~300 kB)."""
     from bertpipe.ingest import IngestConfig, ingest
     from bertpipe.masking import MaskingConfig
     from bertpipe.shards import ShardsConfig
