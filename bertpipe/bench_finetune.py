@@ -168,3 +168,40 @@ def bench_features(work: Path, checkpoint: Path | None = None, epochs: float = 4
     (work / "bench-features.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
     return {"checkpoint": str(ckpt), "epochs": epochs, "batch_size": batch_size, "seed": seed, "rows": rows}
+
+
+def bench_init(checkpoint: Path, work: Path, tasks: list[str] | None = None, seeds: tuple[int, ...] = (0, 1, 2),
+               settings: dict[str, dict] | None = None) -> dict:
+    """Pretrained vs random initialization of the same architecture on the shared tasks.
+
+    Each task is fine-tuned from ``checkpoint`` and from a random init of its architecture
+    (``init="random"``) with the same settings and seeds; mean ± std over seeds and the gap
+    are printed, and whether the gap exceeds the seeds' spread (the larger of the two stds).
+    ``settings`` replace SUITE's per task (e.g. ``{"wnut16-ner": {"lr": 3e-4}}``).
+    """
+    if not SHARED.is_dir():
+        raise SystemExit(f"bench init: {SHARED} is absent")
+    rows = []
+    for name in tasks or list(SUITE):
+        task, train_rel, eval_rel, extra = SUITE[name]
+        base = dict(extra) | (settings or {}).get(name, {})
+        per_init = {}
+        for init in ("checkpoint", "random"):
+            cfg = FinetuneConfig(task=task, seeds=list(seeds), init=init, **base)
+            t0 = time.perf_counter()
+            s = ft.finetune(cfg, checkpoint, SHARED / train_rel, SHARED / eval_rel, work / f"{name}-{init}")
+            per_init[init] = (s[s["main_metric"]], s[s["main_metric"] + "_std"], time.perf_counter() - t0, s["main_metric"])
+        (pm, ps, pt, metric), (rm, rs, rt, _) = per_init["checkpoint"], per_init["random"]
+        row = {"task": name, "metric": metric, "pretrained": round(pm, 4), "pretrained_std": round(ps, 4),
+               "random": round(rm, 4), "random_std": round(rs, 4), "gap": round(pm - rm, 4),
+               "gap_exceeds_spread": pm - rm > max(ps, rs), "seconds": round(pt + rt), "settings": base}
+        rows.append(row)
+        print(f"{name:18s} {metric:10s} pretrained {pm:.4f} ± {ps:.4f}   random {rm:.4f} ± {rs:.4f}   gap {pm - rm:+.4f}"
+              f" ({'>' if row['gap_exceeds_spread'] else '<='} spread)  [{row['seconds']} s]", flush=True)
+    table = ["| task | metric | pretrained | random init | gap | gap > spread |", "|---|---|---|---|---|---|"]
+    table += [f"| {r['task']} | {r['metric']} | {r['pretrained']:.4f} ± {r['pretrained_std']:.4f} | {r['random']:.4f} ± "
+              f"{r['random_std']:.4f} | {r['gap']:+.4f} | {'yes' if r['gap_exceeds_spread'] else 'no'} |" for r in rows]
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "bench-init.md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+    return {"checkpoint": str(checkpoint), "seeds": list(seeds), "rows": rows}

@@ -119,6 +119,13 @@ def _cmd_bench_tiny(args: argparse.Namespace) -> None:
     print(json.dumps(bench_tiny(args.work, args.preset, json.loads(args.overrides) if args.overrides else None)))
 
 
+def _cmd_bench_init(args: argparse.Namespace) -> None:
+    from bertpipe.bench_finetune import bench_init
+
+    print(json.dumps(bench_init(args.checkpoint, args.work, args.tasks, tuple(args.seeds),
+                                json.loads(args.settings) if args.settings else None)))
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from bertpipe import tracking
     from bertpipe.pipeline import PROJECT
@@ -227,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="override every task's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
     p.set_defaults(func=_cmd_bench_finetune)
+    p = bsub.add_parser("init", help="a checkpoint vs random init of its architecture on the 4 shared tasks, over seeds")
+    p.add_argument("checkpoint", type=Path, help="bertpipe checkpoint directory (e.g. RUN/final)")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-init"), help="scratch folder")
+    p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--settings", help="JSON: per-task fine-tuning settings replacing the defaults, by task name")
+    p.set_defaults(func=_cmd_bench_init)
     p = bsub.add_parser("features", help="Table 7 on WNUT-16: fine-tuned vs BiLSTM on six frozen layer combinations")
     p.add_argument("--checkpoint", type=Path, help="bertpipe checkpoint (default: MiniLM's weights, imported)")
     p.add_argument("--work", type=Path, default=Path("cache/bench-features"), help="working folder")
