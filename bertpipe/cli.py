@@ -123,7 +123,8 @@ def _cmd_bench_init(args: argparse.Namespace) -> None:
     from bertpipe.bench_finetune import bench_init
 
     print(json.dumps(bench_init(args.checkpoint, args.work, args.tasks, tuple(args.seeds),
-                                json.loads(args.settings) if args.settings else None)))
+                                json.loads(args.settings) if args.settings else None,
+                                json.loads(args.train_rows) if args.train_rows else None)))
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -239,7 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=Path("cache/bench-init"), help="scratch folder")
     p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--settings", help="JSON: per-task fine-tuning settings replacing the defaults, by task name")
+    p.add_argument("--settings", help="JSON: per-task fine-tuning settings over the defaults, by task name")
+    p.add_argument("--train-rows", help='JSON: training rows sampled per TSV task (default {"finefoods": 2000, '
+                   '"bible-paraphrase": 2000}; {} = all rows)')
     p.set_defaults(func=_cmd_bench_init)
     p = bsub.add_parser("features", help="Table 7 on WNUT-16: fine-tuned vs BiLSTM on six frozen layer combinations")
     p.add_argument("--checkpoint", type=Path, help="bertpipe checkpoint (default: MiniLM's weights, imported)")

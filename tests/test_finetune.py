@@ -114,3 +114,18 @@ def test_batches_cut_to_the_longest_row_predict_as_full_width(ckpt, task):
         assert a.shape == tuple(b.shape)
         b = b.numpy()
         np.testing.assert_allclose(a if task == "pair" else a[real], b if task == "pair" else b[real], atol=1e-4)
+
+
+def test_sample_tsv_rows_keeps_header_and_order_and_is_seeded(tmp_path):
+    from bertpipe.bench_finetune import sample_tsv_rows
+
+    src = tmp_path / "t.tsv"
+    src.write_text("sentence\tlabel\n" + "".join(f"row {i}\t{i % 2}\n" for i in range(50)))
+    out = sample_tsv_rows(src, 20, tmp_path / "s.tsv", seed=3)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "sentence\tlabel" and len(lines) == 21
+    ids = [int(line.split("\t")[0].split()[1]) for line in lines[1:]]
+    assert ids == sorted(ids) and len(set(ids)) == 20
+    assert sample_tsv_rows(src, 20, tmp_path / "again.tsv", seed=3).read_text() == out.read_text()
+    assert sample_tsv_rows(src, 20, tmp_path / "other.tsv", seed=4).read_text() != out.read_text()
+    assert sample_tsv_rows(src, 50, tmp_path / "all.tsv") == src  # asking for every row reads the file itself

@@ -35,6 +35,19 @@ def test_shipped_sweeps_validate_every_run():
         assert len({cfg.pretrain.seed for _, _, cfg in runs}) == len(spec.seeds)
 
 
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the *-shared presets read ../shared/data")
+def test_every_shipped_preset_validates():
+    from bertpipe.pipeline import load_pipeline_config, preset_names
+
+    names = preset_names()
+    assert {"tiny", "tiny-shared", "small-shared", "base", "large"} <= set(names)
+    for name in names:
+        cfg = load_pipeline_config(name)
+        assert cfg.pretrain.steps > 0, name
+        if cfg.phase2 is not None:  # pretraining refuses phases that disagree on NSP
+            assert cfg.phase2.nsp_mode == cfg.shards.nsp_mode, name
+
+
 def test_grid_then_variants_and_fine_tuning_keys():
     spec = SweepSpec(preset="tiny", grid={"pretrain.model.embedding_fusion": ["sum", "concat"], "finetune.pooling": ["cls", "max"]},
                      variants=[Variant(label="LTR", changes={"pretrain.model.causal": True})], seeds=[4, 5],
