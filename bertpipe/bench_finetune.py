@@ -215,16 +215,14 @@ def bench_init(checkpoint: Path, work: Path, tasks: list[str] | None = None, see
         train = SHARED / train_rel
         if rows_for.get(name):
             train = sample_tsv_rows(train, rows_for[name], work / f"{name}-train-{rows_for[name]}.tsv")
-        per_init = {}
-        for init in ("checkpoint", "random"):
-            cfg = FinetuneConfig(task=task, seeds=list(seeds), init=init, **base)
-            t0 = time.perf_counter()
-            s = ft.finetune(cfg, checkpoint, train, SHARED / eval_rel, work / f"{name}-{init}")
-            per_init[init] = (s[s["main_metric"]], s[s["main_metric"] + "_std"], time.perf_counter() - t0, s["main_metric"])
-        (pm, ps, pt, metric), (rm, rs, rt, _) = per_init["checkpoint"], per_init["random"]
+        t0 = time.perf_counter()
+        pre, rnd = (ft.finetune(FinetuneConfig(task=task, seeds=list(seeds), init=init, **base), checkpoint, train,
+                                SHARED / eval_rel, work / f"{name}-{init}") for init in ("checkpoint", "random"))
+        metric = pre["main_metric"]
+        (pm, ps), (rm, rs) = ((s[metric], s[metric + "_std"]) for s in (pre, rnd))
         row = {"task": name, "metric": metric, "pretrained": round(pm, 4), "pretrained_std": round(ps, 4),
                "random": round(rm, 4), "random_std": round(rs, 4), "gap": round(pm - rm, 4),
-               "gap_exceeds_spread": pm - rm > max(ps, rs), "seconds": round(pt + rt), "settings": base,
+               "gap_exceeds_spread": pm - rm > max(ps, rs), "seconds": round(time.perf_counter() - t0), "settings": base,
                "train_rows": rows_for.get(name) or "all"}
         rows.append(row)
         print(f"{name:18s} {metric:10s} pretrained {pm:.4f} ± {ps:.4f}   random {rm:.4f} ± {rs:.4f}   gap {pm - rm:+.4f}"

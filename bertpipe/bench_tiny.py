@@ -12,7 +12,7 @@ learned something that carries over to unseen documents, each next to its target
   set, what always answering "random" scores, is printed beside it).
 
 Wall and CPU seconds are reported for the pretraining alone and for the data stages, and
-``curves.png`` (loss and accuracy, train and held-out) is written next to ``metrics.jsonl``.
+``loss.png`` and ``accuracy.png`` (train and held-out) are written next to ``metrics.jsonl``.
 A benchmark, not a test: it asserts nothing. The last printed line is one JSON object.
 """
 
