@@ -135,15 +135,22 @@ def summarize(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, An
     for v, entry in out.items():
         for m in names:
             vals = [r["metrics"][m] for r in rows if r["variant"] == v and m in r["metrics"]]
-            if vals:
-                entry[m] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+            if vals:  # one value has no spread: std None, shown without ±
+                entry[m] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else None)
     return list(out.values())
 
 
-def _fmt(m: str, mean: float, std: float) -> str:
+def _fmt(m: str, mean: float, std: float | None) -> str:
     if m == "parameters":
         return f"{mean / 1e6:.3f}M"
-    return f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def _seeds_cell(rows: list[dict[str, Any]], variant: str) -> str:
+    """The variant's seeds; a run not (yet) finished is marked, e.g. ``1,2 (2: RUNNING)``."""
+    mine = [r for r in rows if r["variant"] == variant]
+    open_ = [f"{r['seed']}: {r['status']}" for r in mine if r.get("status", "FINISHED") != "FINISHED"]
+    return ",".join(str(r["seed"]) for r in mine) + (f" ({'; '.join(open_)})" if open_ else "")
 
 
 def write_sweep_report(data: SweepRuns, out_dir: Path, paper: str = "", command: str = "") -> dict[str, Path]:
@@ -172,7 +179,7 @@ def write_sweep_report(data: SweepRuns, out_dir: Path, paper: str = "", command:
     head = ["variant", "seeds", *names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
-        cells = [s["variant"], ",".join(map(str, s["seeds"]))]
+        cells = [s["variant"], _seeds_cell(data.rows, s["variant"])]
         cells += [_fmt(m, *s[m]) if m in s else "–" for m in names]
         lines.append("| " + " | ".join(cells) + " |")
     md = [f"# Sweep `{data.name}` (MLflow experiment `{data.experiment}`, run `{data.sweep_run}`)", ""]
@@ -221,7 +228,7 @@ def _plot_metrics(summary: list[dict[str, Any]], names: list[str], path: Path) -
     labels = [s["variant"] for s in summary]
     for ax, m in zip(axes, shown, strict=True):
         means = [s[m][0] if m in s else float("nan") for s in summary]
-        stds = [s[m][1] if m in s else 0.0 for s in summary]
+        stds = [(s[m][1] or 0.0) if m in s else 0.0 for s in summary]
         ax.errorbar(range(len(summary)), means, yerr=stds, fmt="o", capsize=4)
         ax.set_xticks(range(len(summary)), labels, rotation=25, ha="right", fontsize=7)
         ax.set_title(m + (" (lower is better)" if m in LOWER_IS_BETTER else ""), fontsize=9)
