@@ -128,10 +128,13 @@ def metric_names(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def summarize(rows: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-    """Per variant (first-seen order): n seeds and, per metric, (mean, std) over the seeds that have it."""
+    """Per variant (first-seen order): its seeds, the runs not finished, and per metric (mean, std) over the seeds that have it."""
     out: dict[str, dict[str, Any]] = {}
     for r in rows:
-        out.setdefault(r["variant"], {"variant": r["variant"], "seeds": []})["seeds"].append(r["seed"])
+        entry = out.setdefault(r["variant"], {"variant": r["variant"], "seeds": [], "unfinished": []})
+        entry["seeds"].append(r["seed"])
+        if r.get("status", "FINISHED") != "FINISHED":
+            entry["unfinished"].append(f"{r['seed']}: {r['status']}")
     for v, entry in out.items():
         for m in names:
             vals = [r["metrics"][m] for r in rows if r["variant"] == v and m in r["metrics"]]
@@ -146,11 +149,9 @@ def _fmt(m: str, mean: float, std: float | None) -> str:
     return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
 
 
-def _seeds_cell(rows: list[dict[str, Any]], variant: str) -> str:
-    """The variant's seeds; a run not (yet) finished is marked, e.g. ``1,2 (2: RUNNING)``."""
-    mine = [r for r in rows if r["variant"] == variant]
-    open_ = [f"{r['seed']}: {r['status']}" for r in mine if r.get("status", "FINISHED") != "FINISHED"]
-    return ",".join(str(r["seed"]) for r in mine) + (f" ({'; '.join(open_)})" if open_ else "")
+def _seeds_cell(s: dict[str, Any]) -> str:
+    """A summary entry's seeds; a run not (yet) finished is marked, e.g. ``1,2 (2: RUNNING)``."""
+    return ",".join(map(str, s["seeds"])) + (f" ({'; '.join(s['unfinished'])})" if s["unfinished"] else "")
 
 
 def write_sweep_report(data: SweepRuns, out_dir: Path, paper: str = "", command: str = "") -> dict[str, Path]:
@@ -179,7 +180,7 @@ def write_sweep_report(data: SweepRuns, out_dir: Path, paper: str = "", command:
     head = ["variant", "seeds", *names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
-        cells = [s["variant"], _seeds_cell(data.rows, s["variant"])]
+        cells = [s["variant"], _seeds_cell(s)]
         cells += [_fmt(m, *s[m]) if m in s else "–" for m in names]
         lines.append("| " + " | ".join(cells) + " |")
     md = [f"# Sweep `{data.name}` (MLflow experiment `{data.experiment}`, run `{data.sweep_run}`)", ""]
