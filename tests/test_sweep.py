@@ -72,3 +72,24 @@ def test_unknown_sweep_and_fine_tuning_without_tasks_fail_clearly():
     spec = SweepSpec(preset="tiny", grid={"finetune.pooling": ["cls", "mean"]}, seeds=[1])
     with pytest.raises(ValueError, match="changes fine-tuning but the sweep evaluates no task"):
         validate(spec)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data (the sweeps' corpora and tasks)")
+def test_sweeps_share_the_pretrainings_that_docs_results_says_they_share():
+    """The reuse that keeps each sweep under an hour: a variant equal to another sweep's run
+    must get the same pretraining fingerprint (and a changed one must not)."""
+    from bertpipe.pipeline import stage_fingerprints
+    from bertpipe.sweep import validate
+
+    def pretrains(name: str) -> dict[tuple[str, int], str]:
+        return {(v.name(), seed): stage_fingerprints(cfg)["pretrain"] for v, seed, cfg in validate(load_sweep(name))}
+
+    nsp, conv, pooling, size = pretrains("nsp"), pretrains("convergence"), pretrains("pooling"), pretrains("size")
+    split, rate = pretrains("masking-split"), pretrains("masking-rate")
+    for seed in (1, 2):  # convergence = nsp's No NSP and LTR runs, scored at more steps
+        assert conv["MLM", seed] == nsp["No NSP", seed]
+        assert conv["LTR", seed] == nsp["LTR & No NSP", seed]
+        assert size["preset=tiny", seed] == nsp["MLM+NSP", seed] == pooling["fine-tuned cls", seed]
+        assert split["80/10/10", seed] == rate["15%", seed]
+        assert size["preset=mini", seed] != size["preset=tiny", seed]
+    assert len(set(nsp.values())) == len(nsp)  # every nsp run is its own pretraining
