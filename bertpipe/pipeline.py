@@ -104,6 +104,22 @@ def pretrain_fingerprint(shards_fp: str, phase2_fp: str | None, cfg: PretrainCon
     return cache.fingerprint("pretrain", PRETRAIN_STAGE_VERSION, fields, [shards_fp, phase2_fp or ""])
 
 
+def canonical_pretrain(cfg: PipelineConfig) -> PretrainConfig:
+    """``cfg.pretrain`` with every explicit value that equals what leaving it unset gives
+    written as unset, so the two spellings of one run share a fingerprint and a cache entry:
+    a model override equal to the preset's value (``embedding_fusion: "sum"``), or a training
+    ``masking`` equal to the one every dynamic shard set already applies. The vocabulary size
+    is left alone: its default is the shards' and is only known once they exist."""
+    from bertpipe.model import BertConfig  # imports torch: only when a fingerprint is wanted
+
+    p = cfg.pretrain
+    preset = BertConfig.from_preset(p.preset)
+    same = {k: None for k, v in p.model if v is not None and k != "vocab_size" and v == getattr(preset, k)}
+    phases = [cfg.shards] + ([cfg.phase2] if cfg.phase2 is not None else [])
+    masking = None if p.masking is not None and all(s.dynamic and s.masking == p.masking for s in phases) else p.masking
+    return p.model_copy(update={"model": p.model.model_copy(update=same), "masking": masking})
+
+
 def stage_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
     """Every stage's fingerprint, computed from the config and the corpus bytes alone."""
     fps = {"ingest": ingest_fingerprint(cfg.corpus, cfg.ingest)}
@@ -111,5 +127,5 @@ def stage_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
     fps["shards"] = shards_fingerprint(fps["ingest"], fps["wordpiece"], cfg.shards)
     if cfg.phase2 is not None:
         fps["phase2"] = shards_fingerprint(fps["ingest"], fps["wordpiece"], cfg.phase2)
-    fps["pretrain"] = pretrain_fingerprint(fps["shards"], fps.get("phase2"), cfg.pretrain, cfg.devices)
+    fps["pretrain"] = pretrain_fingerprint(fps["shards"], fps.get("phase2"), canonical_pretrain(cfg), cfg.devices)
     return fps

@@ -85,11 +85,32 @@ def test_sweeps_share_the_pretrainings_that_docs_results_says_they_share():
         return {(v.name(), seed): stage_fingerprints(cfg)["pretrain"] for v, seed, cfg in validate(load_sweep(name))}
 
     nsp, conv, pooling, size = pretrains("nsp"), pretrains("convergence"), pretrains("pooling"), pretrains("size")
-    split, rate = pretrains("masking-split"), pretrains("masking-rate")
+    split, rate, fusion = pretrains("masking-split"), pretrains("masking-rate"), pretrains("fusion")
+    for seed in (1, 2, 3):  # BERT's own settings written out explicitly name the default run
+        assert fusion["embedding_fusion=sum", seed] == rate["15%", seed] == nsp["MLM+NSP", seed]
+        assert fusion["embedding_fusion=concat", seed] != nsp["MLM+NSP", seed]
     for seed in (1, 2):  # convergence = nsp's No NSP and LTR runs, scored at more steps
         assert conv["MLM", seed] == nsp["No NSP", seed]
         assert conv["LTR", seed] == nsp["LTR & No NSP", seed]
         assert size["preset=tiny", seed] == nsp["MLM+NSP", seed] == pooling["fine-tuned cls", seed]
-        assert split["80/10/10", seed] == rate["15%", seed]
+        assert split["80/10/10", seed] == rate["15%", seed] == nsp["MLM+NSP", seed]
         assert size["preset=mini", seed] != size["preset=tiny", seed]
     assert len(set(nsp.values())) == len(nsp)  # every nsp run is its own pretraining
+
+
+def test_explicit_defaults_share_the_fingerprint_of_leaving_them_unset():
+    from bertpipe.pipeline import load_pipeline_config, stage_fingerprints
+
+    def fp(over: dict) -> str:
+        return stage_fingerprints(load_pipeline_config("tiny", {"shards": {"dynamic": True}, **over}))["pretrain"]
+
+    base = fp({})
+    assert fp({"pretrain": {"model": {"embedding_fusion": "sum", "causal": False, "initializer_range": 0.02}}}) == base
+    assert fp({"pretrain": {"masking": {"masked_lm_prob": 0.15, "mask_split": [0.8, 0.1, 0.1]}}}) == base
+    assert fp({"pretrain": {"model": {"embedding_fusion": "concat"}}}) != base
+    assert fp({"pretrain": {"model": {"hidden_dropout_prob": 0.1}}}) != base  # the preset file sets 0.0
+    assert fp({"pretrain": {"masking": {"masked_lm_prob": 0.4}}}) != base
+    assert fp({"pretrain": {"masking": {"mask_split": [1.0, 0.0, 0.0]}}}) != base
+    # static shards: a training masking is not the shards' own unless they are dynamic
+    static = stage_fingerprints(load_pipeline_config("tiny", {"shards": {"dynamic": False}}))["pretrain"]
+    assert static != base
