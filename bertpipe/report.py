@@ -190,12 +190,12 @@ def write_sweep_report(data: SweepRuns, out_dir: Path, paper: str = "", command:
            "other columns: downstream eval scores (task_metric); `parameters`: the model's, embeddings included.", "",
            *lines, "", "![metrics](metrics.png)", "", "![held-out MLM loss](curves.png)", ""]
     if progress:
-        md += ["## Downstream score against pretraining steps", "", "Mean over seeds.", ""]
+        md += ["## Downstream score against pretraining steps", "", "Mean ± sample std over seeds.", ""]
         for m, by_variant in progress.items():
             steps = sorted({st for pts in by_variant.values() for st in pts})
             md += [f"`{m}`", "", "| variant | " + " | ".join(f"step {st}" for st in steps) + " |",
                    "|" + "---|" * (len(steps) + 1)]
-            md += ["| " + v + " | " + " | ".join(f"{pts[st]:.3f}" if st in pts else "–" for st in steps) + " |"
+            md += ["| " + v + " | " + " | ".join(_fmt(m, *pts[st]) if st in pts else "–" for st in steps) + " |"
                    for v, pts in by_variant.items()]
             md.append("")
         md += ["![downstream score against pretraining steps](progress.png)", ""]
@@ -258,22 +258,27 @@ def _plot_curves(data: SweepRuns, path: Path) -> None:
     plt.close(fig)
 
 
-def _progress_table(data: SweepRuns) -> dict[str, dict[str, dict[int, float]]]:
-    """metric → variant → step → mean over seeds, for scores logged at several steps."""
+Progress = dict[str, dict[str, dict[int, tuple[float, float | None]]]]  # metric → variant → step → (mean, std)
+
+
+def _progress_table(data: SweepRuns) -> Progress:
+    """metric → variant → step → (mean, sample std or None for one seed), for scores logged at several steps."""
     acc: dict[str, dict[str, dict[int, list[float]]]] = {}
     for r in data.rows:
         for m, pts in data.progress.get(r["run_id"], {}).items():
             for st, val in pts:
                 acc.setdefault(m, {}).setdefault(r["variant"], {}).setdefault(st, []).append(val)
-    return {m: {v: {st: statistics.mean(vals) for st, vals in sorted(pts.items())} for v, pts in bv.items()}
+    return {m: {v: {st: (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else None)
+                    for st, vals in sorted(pts.items())} for v, pts in bv.items()}
             for m, bv in acc.items()}
 
 
-def _plot_progress(progress: dict[str, dict[str, dict[int, float]]], path: Path) -> None:
+def _plot_progress(progress: Progress, path: Path) -> None:
     fig, axes = _panels(len(progress))
     for ax, (m, by_variant) in zip(axes, progress.items(), strict=True):
         for v, pts in by_variant.items():
-            ax.plot(list(pts), list(pts.values()), "o-", label=v, markersize=4)
+            means, stds = [mu for mu, _ in pts.values()], [sd or 0.0 for _, sd in pts.values()]
+            ax.errorbar(list(pts), means, yerr=stds, fmt="o-", label=v, markersize=4, capsize=3)
         ax.set_title(m, fontsize=9)
         ax.set_xlabel("pretraining step")
         ax.grid(alpha=0.3)

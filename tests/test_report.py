@@ -28,3 +28,15 @@ def test_report_marks_unfinished_runs_and_omits_spread_of_one(tmp_path):
     summary = {r["variant"]: r for r in csv.DictReader(open(paths["summary"]))}
     assert summary["b"]["ff_accuracy_std"] == "" and float(summary["a"]["ff_accuracy_std"]) > 0
     assert paths["metrics_plot"].stat().st_size > 5_000
+
+
+def test_scores_against_pretraining_steps_show_their_spread_over_seeds(tmp_path):
+    progress = {"r1": {"ff_accuracy": [(2, 0.6), (4, 0.7)]}, "r2": {"ff_accuracy": [(2, 0.8), (4, 0.8)]},
+                "r3": {"ff_accuracy": [(2, 0.5), (4, 0.6)]}}
+    data = SweepRuns("exp", "sweep1", "demo", "", _rows(), {r["run_id"]: [] for r in _rows()}, progress)
+    paths = write_sweep_report(data, tmp_path)
+    md = paths["markdown"].read_text()
+    assert "| variant | step 2 | step 4 |" in md
+    assert f"| a | 0.700 ± {statistics.stdev([0.6, 0.8]):.3f} | 0.750 ± {statistics.stdev([0.7, 0.8]):.3f} |" in md
+    assert "| b | 0.500 | 0.600 |" in md  # one seed: no spread
+    assert paths["progress_plot"].stat().st_size > 5_000
