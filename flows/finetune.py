@@ -1,8 +1,8 @@
 """The ``finetune`` flow: fine-tune/evaluate one checkpoint on a list of tasks, tracked.
 
-Each task is a Prefect task around ``bertpipe.finetune.finetune_cached`` (results kept in a
-directory named by the fingerprint of config, checkpoint and task files, so a rerun
-recomputes nothing) and an MLflow child run
+Each task is a Prefect task around ``bertpipe.finetune.finetune_cached`` whose cache key is
+the fine-tune's fingerprint (config, checkpoint bytes and task files), the name of its
+result directory, so a rerun recomputes nothing and Prefect shows it ``Cached`` and an MLflow child run
 (config as params, eval metrics with their usual names, ``metrics.json`` as an artifact)
 under one parent run per flow run. The pretrain flow calls this flow as a subflow when its
 ``evaluate`` list is not empty, so a pretraining run ends with its downstream scores.
@@ -13,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.context import get_run_context
 
 from bertpipe import tracking
-from bertpipe.finetune import EvalTask, finetune_cached
+from bertpipe.finetune import EvalTask, finetune_cached, finetune_fingerprint
 from bertpipe.pipeline import PROJECT, resolve
+from flows.stagetask import run_stage, stage_task
 
 SHARED = "../shared/data"
 DEFAULT_TASKS = [  # the evaluation suite over ../shared/data (see its README)
@@ -33,8 +34,8 @@ DEFAULT_TASKS = [  # the evaluation suite over ../shared/data (see its README)
 ]
 
 
-@task(name="finetune-task")
-def finetune_task(item: EvalTask, checkpoint: str, root: str) -> tuple[dict[str, Any], str, bool]:
+@stage_task("finetune-task")
+def finetune_task(fp: str, item: EvalTask, checkpoint: str, root: str) -> tuple[dict[str, Any], str, bool]:
     summary, out, cached = finetune_cached(item.config, checkpoint, resolve(item.train), resolve(item.eval), root)
     return summary, str(out), cached
 
@@ -55,7 +56,11 @@ def finetune_flow(checkpoint: str, tasks: list[EvalTask], out_dir: str = "cache/
     ok = False
     try:
         for item in tasks:
-            summary, out, cached = finetune_task(item, str(checkpoint), str(resolve(out_dir)))
+            root = resolve(out_dir)
+            fp = finetune_fingerprint(item.config, checkpoint, resolve(item.train), resolve(item.eval))
+            st = run_stage(finetune_task, root / fp, fp, item, str(checkpoint), str(root))
+            summary, out, cached = st.result()
+            cached = cached or st.name == "Cached"
             run = tracking.start_stage(client, exp_id, parent, f"finetune:{item.name}", Path(out).name, cached,
                                        tracking.flatten(item.name, item.config.model_dump(mode="json")))
             scores = {k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}

@@ -2,8 +2,8 @@
 
 Thin wiring over ``bertpipe``: each stage is a Prefect task whose cache key is the stage's
 fingerprint (``bertpipe.pipeline.stage_fingerprints``), the same string that names its
-output directory and tags its MLflow run; results are persisted under
-``<work_dir>/prefect-results`` so the cache survives flow runs (and machines sharing the
+output directory and tags its MLflow run (``flows.stagetask``); results are persisted under
+``cache/prefect-results`` so the cache survives flow runs (and machines sharing the
 storage). Each stage also gets an MLflow child run under the flow run's parent run, also
 when it was served from cache (tagged as a cache hit, linked to the run that built it).
 """
@@ -19,7 +19,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.context import get_run_context
-from prefect.states import State
 
 from bertpipe import tracking
 from bertpipe.cache import write_json_atomic
@@ -35,35 +34,25 @@ from bertpipe.report import plot_training_curves
 from bertpipe.shards import build_shards
 from bertpipe.stage import StageResult
 from bertpipe.wordpiece import train_wordpiece
+from flows.stagetask import run_stage, stage_task
 
 
-def _by_fingerprint(context, parameters: dict[str, Any]) -> str:
-    return parameters["fp"]
-
-
-RESULTS = PROJECT / "cache" / "prefect-results"  # a Path, not a str: Prefect reads a str as a block slug
-
-
-def _task(name: str):
-    return task(name=name, cache_key_fn=_by_fingerprint, persist_result=True, result_storage=RESULTS)
-
-
-@_task("ingest")
+@stage_task("ingest")
 def ingest_task(fp: str, cfg: PipelineConfig) -> StageResult:
     return ingest(cfg.corpus, cfg.ingest, cfg.work_path() / "docs")
 
 
-@_task("wordpiece")
+@stage_task("wordpiece")
 def wordpiece_task(fp: str, cfg: PipelineConfig, docs: StageResult) -> StageResult:
     return train_wordpiece(docs.path, cfg.wordpiece, cfg.work_path() / "tokenizer")
 
 
-@_task("shards")
+@stage_task("shards")
 def shards_task(fp: str, shards_cfg, cfg: PipelineConfig, docs: StageResult, tok: StageResult) -> StageResult:
     return build_shards(docs.path, tok.path, shards_cfg, cfg.work_path() / "shards", progress=False)
 
 
-@_task("pretrain")
+@stage_task("pretrain")
 def pretrain_task(fp: str, cfg: PipelineConfig, shards: StageResult, phase2: StageResult | None,
                   tracking_uri: str, run_id: str) -> StageResult:
     """Train into ``<work_dir>/pretrain/<fp>`` (resuming a checkpoint there), logging live to MLflow."""
@@ -147,25 +136,6 @@ def track_stage(tracking_uri: str, exp_id: str, parent: str, stage: str, result:
     return result
 
 
-def _run(task_fn, out_dir: Path, *args) -> State:
-    """Run a stage task; Prefect's cache is trusted only while the output directory is there.
-
-    The cache key is the fingerprint, so a stored result is reused across flow runs; if the
-    fingerprinted directory was deleted, ``refresh_cache`` forces the stage to run again.
-    """
-    present = (out_dir / "manifest.json").is_file()
-    future = task_fn.with_options(refresh_cache=not present).submit(*args)  # runs on the flow's task runner
-    future.wait()
-    return _done(future.state)
-
-
-def _done(state: State) -> State:
-    """Stop the flow at a failed stage, with that stage's own error."""
-    if not state.is_completed():
-        state.result()  # raises the task's exception
-    return state
-
-
 def cfg_fusion(ckpt: Path) -> str:
     return json.loads((ckpt / "config.json").read_text()).get("embedding_fusion", "sum")
 
@@ -195,19 +165,19 @@ def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None,
         tracking.flatten("", cfg.model_dump(mode="json")))
     ok, work = False, cfg.work_path()
     try:
-        st = _run(ingest_task, work / "docs" / fps["ingest"], fps["ingest"], cfg)
+        st = run_stage(ingest_task, work / "docs" / fps["ingest"], fps["ingest"], cfg)
         docs = track_stage(uri, exp_id, parent, "ingest", st.result(), st.name == "Cached", cfg.ingest.model_dump(mode="json"))
-        st = _run(wordpiece_task, work / "tokenizer" / fps["wordpiece"], fps["wordpiece"], cfg, docs)
+        st = run_stage(wordpiece_task, work / "tokenizer" / fps["wordpiece"], fps["wordpiece"], cfg, docs)
         tok = track_stage(uri, exp_id, parent, "wordpiece", st.result(), st.name == "Cached", cfg.wordpiece.model_dump(mode="json"))
-        st = _run(shards_task, work / "shards" / fps["shards"], fps["shards"], cfg.shards, cfg, docs, tok)
+        st = run_stage(shards_task, work / "shards" / fps["shards"], fps["shards"], cfg.shards, cfg, docs, tok)
         shards = track_stage(uri, exp_id, parent, "shards", st.result(), st.name == "Cached", cfg.shards.model_dump(mode="json"))
         phase2 = None
         if cfg.phase2 is not None:
-            st = _run(shards_task, work / "shards" / fps["phase2"], fps["phase2"], cfg.phase2, cfg, docs, tok)
+            st = run_stage(shards_task, work / "shards" / fps["phase2"], fps["phase2"], cfg.phase2, cfg, docs, tok)
             phase2 = track_stage(uri, exp_id, parent, "phase2", st.result(), st.name == "Cached", cfg.phase2.model_dump(mode="json"))
         pre_run = tracking.start_stage(client, exp_id, parent, "pretrain", fps["pretrain"], False,
                                        tracking.flatten("pretrain", cfg.pretrain.model_dump(mode="json")))
-        st = _run(pretrain_task, work / "pretrain" / fps["pretrain"], fps["pretrain"], cfg, shards, phase2, uri, pre_run)
+        st = run_stage(pretrain_task, work / "pretrain" / fps["pretrain"], fps["pretrain"], cfg, shards, phase2, uri, pre_run)
         result = track_stage(uri, exp_id, parent, "pretrain", st.result(), st.name == "Cached", {}, run_id=pre_run)
         final = {f"final_{k}": v for k, v in (result.manifest.get("eval") or {}).items()}
         final["parameters"] = result.manifest.get("parameters", float("nan"))

@@ -263,3 +263,15 @@ def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_pa
     rerun = client.get_run(kids["finetune:finefoods"]["run_id"])
     assert rerun.data.tags["bertpipe.cache_hit"] == "true" and rerun.data.tags["bertpipe.produced_by"] == run.info.run_id
     assert rerun.data.metrics["accuracy"] == run.data.metrics["accuracy"]
+
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    async def finetune_states():
+        async with get_client() as c:
+            runs = await c.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="finetune-task")))
+            return [r.state.name for r in sorted(runs, key=lambda r: r.created)]
+
+    assert asyncio.run(finetune_states())[-2:] == ["Completed", "Cached"]  # Prefect's cache key is the fine-tune's fingerprint
