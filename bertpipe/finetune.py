@@ -324,10 +324,11 @@ def finetune_fingerprint(cfg: FinetuneConfig, checkpoint: str | Path, train_path
 
 
 def finetune_cached(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path, eval_path: str | Path,
-                    root: str | Path) -> tuple[dict[str, Any], Path, bool]:
+                    root: str | Path, fp: str | None = None) -> tuple[dict[str, Any], Path, bool]:
     """``finetune`` into ``root/<fingerprint>`` (published atomically), or the finished result
-    found there. Returns (summary, directory, cached)."""
-    out = Path(root) / finetune_fingerprint(cfg, checkpoint, train_path, eval_path)
+    found there. ``fp``: the fingerprint, when the caller has already hashed the inputs.
+    Returns (summary, directory, cached)."""
+    out = Path(root) / (fp or finetune_fingerprint(cfg, checkpoint, train_path, eval_path))
     if is_complete(out):
         return read_manifest(out), out, True
     with stage_dir(out) as tmp:

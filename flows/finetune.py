@@ -1,11 +1,12 @@
 """The ``finetune`` flow: fine-tune/evaluate one checkpoint on a list of tasks, tracked.
 
-Each task is a Prefect task around ``bertpipe.finetune.finetune_cached`` whose cache key is
-the fine-tune's fingerprint (config, checkpoint bytes and task files), the name of its
-result directory, so a rerun recomputes nothing and Prefect shows it ``Cached`` and an MLflow child run
-(config as params, eval metrics with their usual names, ``metrics.json`` as an artifact)
-under one parent run per flow run. The pretrain flow calls this flow as a subflow when its
-``evaluate`` list is not empty, so a pretraining run ends with its downstream scores.
+Each task is a Prefect task around ``bertpipe.finetune.finetune_cached`` plus an MLflow child
+run (config as params, eval metrics with their usual names, ``metrics.json`` as an artifact)
+under one parent run per flow run. The task's cache key is the fine-tune's fingerprint
+(config, checkpoint bytes and task files), which also names its result directory, so a
+rerun recomputes nothing and Prefect shows the task ``Cached``. The pretrain flow calls this
+flow as a subflow when its ``evaluate`` list is not empty, so a pretraining run ends with its
+downstream scores.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ DEFAULT_TASKS = [  # the evaluation suite over ../shared/data (see its README)
 
 @stage_task("finetune-task")
 def finetune_task(fp: str, item: EvalTask, checkpoint: str, root: str) -> tuple[dict[str, Any], str, bool]:
-    summary, out, cached = finetune_cached(item.config, checkpoint, resolve(item.train), resolve(item.eval), root)
+    summary, out, cached = finetune_cached(item.config, checkpoint, resolve(item.train), resolve(item.eval), root, fp)
     return summary, str(out), cached
 
 
@@ -55,8 +56,8 @@ def finetune_flow(checkpoint: str, tasks: list[EvalTask], out_dir: str = "cache/
     results: dict[str, dict[str, float]] = {}
     ok = False
     try:
+        root = resolve(out_dir)
         for item in tasks:
-            root = resolve(out_dir)
             fp = finetune_fingerprint(item.config, checkpoint, resolve(item.train), resolve(item.eval))
             st = run_stage(finetune_task, root / fp, fp, item, str(checkpoint), str(root))
             summary, out, cached = st.result()
