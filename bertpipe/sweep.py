@@ -8,7 +8,8 @@ at once, like the paper's "LTR & No NSP"). Every variant is trained once per see
 
 Dotted keys address the pipeline config (``pretrain.masking.masked_lm_prob``); keys under
 ``finetune.`` apply to every downstream task's fine-tuning config (``finetune.pooling``),
-so fine-tuning choices sweep over one cached pretraining. Trade-off: variants run one after
+so fine-tuning choices sweep over one cached pretraining; in ``overrides`` they apply to
+every variant (``"finetune.precision": "bf16"``). Trade-off: variants run one after
 another (a 2-core machine gains nothing from running them side by side; on a GPU cluster
 the Prefect task runner parallelizes the stages inside each).
 """
@@ -83,12 +84,13 @@ def dotted(key: str, value: Any) -> dict[str, Any]:
 
 def variant_overrides(spec: SweepSpec, variant: Variant, seed: int) -> dict[str, Any]:
     """The pipeline overrides of one (variant, seed) run."""
-    out = deep_merge(spec.overrides, {"experiment": spec.experiment})
+    shared = {k: v for k, v in spec.overrides.items() if not k.startswith("finetune.")}
+    out = deep_merge(shared, {"experiment": spec.experiment})
     for key, value in variant.changes.items():
         if not key.startswith("finetune."):
             out = deep_merge(out, dotted(key, value))
     out = deep_merge(out, {"pretrain": {"seed": seed}})
-    ft = {k.removeprefix("finetune."): v for k, v in variant.changes.items() if k.startswith("finetune.")}
+    ft = {k.removeprefix("finetune."): v for k, v in (spec.overrides | variant.changes).items() if k.startswith("finetune.")}
     if ft:
         tasks = out.get("evaluate")
         if tasks is None:
@@ -103,7 +105,7 @@ def validate(spec: SweepSpec) -> list[tuple[Variant, int, PipelineConfig]]:
     for v in spec.expand():
         for seed in spec.seeds:
             cfg = load_pipeline_config(spec.preset, variant_overrides(spec, v, seed))
-            if any(k.startswith("finetune.") for k in v.changes) and not cfg.evaluate:
+            if any(k.startswith("finetune.") for k in spec.overrides | v.changes) and not cfg.evaluate:
                 raise ValueError(f"variant {v.name()!r} changes fine-tuning but the sweep evaluates no task")
             runs.append((v, seed, cfg))
     return runs

@@ -129,3 +129,47 @@ def test_sample_tsv_rows_keeps_header_and_order_and_is_seeded(tmp_path):
     assert sample_tsv_rows(src, 20, tmp_path / "again.tsv", seed=3).read_text() == out.read_text()
     assert sample_tsv_rows(src, 20, tmp_path / "other.tsv", seed=4).read_text() != out.read_text()
     assert sample_tsv_rows(src, 50, tmp_path / "all.tsv") == src  # asking for every row reads the file itself
+
+
+def test_dropout_option_overrides_the_checkpoints_config(ckpt):
+    """Our presets pretrain without dropout; ``dropout`` restores the paper's 0.1 for fine-tuning."""
+    def rates(m: torch.nn.Module) -> set[float]:
+        return {mod.p for mod in m.modules() if isinstance(mod, torch.nn.Dropout)} | {
+            mod.dropout_p for mod in m.modules() if hasattr(mod, "dropout_p")}
+
+    kept = _build(FinetuneConfig(task="tag"), ckpt, 3, seed=0)
+    assert rates(kept) == {BertConfig.model_fields["hidden_dropout_prob"].default}  # the fixture keeps the model default
+    assert rates(_build(FinetuneConfig(task="tag", dropout=0.25), ckpt, 3, seed=0)) == {0.25}
+    assert rates(_build(FinetuneConfig(task="classify", dropout=0.0, init="random"), ckpt, 2, seed=0)) == {0.0}
+
+
+def test_bf16_fine_tuning_predicts_like_fp32(ckpt, tmp_path):
+    """bf16 autocast trains and scores; before training its predictions match fp32's to bf16 precision."""
+    from bertpipe import finetune as ft
+
+    f = TASKS / FILES["classify"]
+    cfg = FinetuneConfig(task="classify", max_seq_length=64)
+    examples = ft._read(cfg, f)
+    labels = ft.taskdata.label_vocab(examples)
+    data = ft._encode(cfg, ft._tokenizer(ckpt, False), examples, labels)
+    model = _build(cfg, ckpt, 2, seed=0)
+    fp32 = ft._predict(cfg, model, data, torch.device("cpu"))
+    bf16 = ft._predict(cfg.model_copy(update={"precision": "bf16"}), model, data, torch.device("cpu"))
+    assert fp32.dtype == bf16.dtype == np.float32 and not np.array_equal(fp32, bf16)  # autocast really ran
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+    m = finetune(FinetuneConfig(task="classify", precision="bf16", lr=2e-3, epochs=40, batch_size=8, max_seq_length=64), ckpt, f, f, tmp_path)
+    assert m["accuracy"] >= 0.99
+
+
+def test_new_options_at_their_defaults_keep_the_fingerprint(ckpt):
+    """Results cached before ``dropout``/``precision`` existed keep their names; setting either renames."""
+    from bertpipe.finetune import canonical_finetune, finetune_fingerprint
+
+    f = TASKS / FILES["classify"]
+    base = FinetuneConfig(task="classify")
+    assert not {"dropout", "precision", "device"} & set(canonical_finetune(base))
+    fps = {finetune_fingerprint(FinetuneConfig(task="classify", **kw), ckpt, f, f)
+           for kw in ({}, {"dropout": None}, {"precision": "fp32"}, {"device": "cpu"})}
+    assert len(fps) == 1
+    assert len(fps | {finetune_fingerprint(FinetuneConfig(task="classify", dropout=0.1), ckpt, f, f),
+                      finetune_fingerprint(FinetuneConfig(task="classify", precision="bf16"), ckpt, f, f)}) == 3

@@ -60,6 +60,11 @@ def test_grid_then_variants_and_fine_tuning_keys():
     assert ov["pretrain"] == {"model": {"embedding_fusion": "sum"}, "seed": 5}
     assert [t["config"] for t in ov["evaluate"]] == [{"task": "pair", "lr": 1e-4, "pooling": "max"}, {"pooling": "max"}]
     assert "finetune" not in ov and ov["experiment"] == "sweep"
+    shared = spec.model_copy(update={"overrides": spec.overrides | {"finetune.precision": "bf16"}})
+    assert [t["config"] for t in variant_overrides(shared, vs[1], 5)["evaluate"]] == [
+        {"task": "pair", "lr": 1e-4, "pooling": "max", "precision": "bf16"}, {"pooling": "max", "precision": "bf16"}]
+    assert [t["config"] for t in variant_overrides(shared, vs[4], 5)["evaluate"]] == [
+        {"task": "pair", "lr": 1e-4, "precision": "bf16"}, {"precision": "bf16"}]
     tags = variant_tags("s", vs[4], 4)
     assert tags["bertpipe.variant"] == "LTR" and tags["bertpipe.seed"] == "4" and '"pretrain.model.causal": true' in tags["bertpipe.variant_changes"]
 
