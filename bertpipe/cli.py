@@ -124,7 +124,7 @@ def _cmd_bench_init(args: argparse.Namespace) -> None:
 
     print(json.dumps(bench_init(args.checkpoint, args.work, args.tasks, tuple(args.seeds),
                                 json.loads(args.settings) if args.settings else None,
-                                json.loads(args.train_rows) if args.train_rows else None)))
+                                json.loads(args.train_rows) if args.train_rows else None, args.lrs)))
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", help="JSON: per-task fine-tuning settings over the defaults, by task name")
     p.add_argument("--train-rows", help='JSON: training rows sampled per TSV task (default {"finefoods": 2000, '
                    '"bible-paraphrase": 2000}; {} = all rows)')
+    p.add_argument("--lrs", nargs="+", type=float, default=None,
+                   help="each init at its own best of these learning rates, chosen on the first seed")
     p.set_defaults(func=_cmd_bench_init)
     p = bsub.add_parser("features", help="Table 7 on WNUT-16: fine-tuned vs BiLSTM on six frozen layer combinations")
     p.add_argument("--checkpoint", type=Path, help="bertpipe checkpoint (default: MiniLM's weights, imported)")

@@ -173,3 +173,20 @@ def test_new_options_at_their_defaults_keep_the_fingerprint(ckpt):
     assert len(fps) == 1
     assert len(fps | {finetune_fingerprint(FinetuneConfig(task="classify", dropout=0.1), ckpt, f, f),
                       finetune_fingerprint(FinetuneConfig(task="classify", precision="bf16"), ckpt, f, f)}) == 3
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data").is_dir(), reason="needs ../shared/data (Fine Food reviews)")
+def test_bench_init_picks_each_inits_lr_and_caches_every_run(ckpt, tmp_path):
+    from bertpipe.bench_finetune import bench_init
+
+    kw = dict(tasks=["finefoods"], seeds=(0, 1), settings={"finefoods": {"epochs": 1, "max_seq_length": 16, "batch_size": 16}},
+              train_rows={"finefoods": 48}, lrs=[1e-5, 3e-3])
+    first = bench_init(ckpt, tmp_path, **kw)["rows"][0]
+    assert first["pretrained_lr"] in kw["lrs"] and first["random_lr"] in kw["lrs"]
+    assert len(first["pretrained_per_seed"]) == len(first["random_per_seed"]) == 2
+    assert first["pretrained"] == pytest.approx(np.mean(first["pretrained_per_seed"]), abs=1e-4)
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 * (2 + 1)  # per init: 2 lrs on seed 0, then seed 1 at the chosen lr
+    again = bench_init(ckpt, tmp_path, **kw)["rows"][0]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == runs  # nothing new was trained
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
