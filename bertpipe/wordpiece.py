@@ -11,11 +11,16 @@ Importing wraps an existing vocabulary (e.g. bert-base-uncased's) in the same BE
 normalization, so text is tokenized exactly as the original BERT tokenizer does; whether
 to lowercase must match how that vocabulary was built (``--cased`` for cased vocabularies).
 
-Known limit: ``tokenizers``' trainer breaks ties between equally frequent merges by ids
-that depend on hash-map order (huggingface/tokenizers#1794), so two trainings on the same
-text can differ in a handful of rare tokens. The stage cache makes a trained vocabulary
-stable: every later stage reads the stored ``vocab.txt``, and shards are byte-identical
-for a given vocabulary.
+Determinism: ``tokenizers``' trainer creates the continuing-subword tokens (``##e``) in
+hash-map order and breaks ties between equally frequent merges by token id
+(huggingface/tokenizers#1794), so two plain trainings on the same text differ: here, in 1
+of 4,000 tokens and in the ids of 58. Training therefore runs twice: the first pass only
+finds the ``##`` single characters, the second registers them up front in sorted order, so
+every id, and with it every tie, is decided the same way each time. The cost is a second
+pass of the (Rust, multi-MB/s) trainer. The registered tokens are then ordinary vocabulary
+entries: the saved tokenizer is rebuilt from ``vocab.txt``, so only BERT's five specials
+are special. Vocabularies cached before this change were one draw of the plain trainer;
+they keep their fingerprints (``VERSION`` is unchanged), as their draw is as valid as any.
 """
 
 from __future__ import annotations
@@ -82,6 +87,14 @@ def _bert_tokenizer(vocab: str | dict[str, int] | None, cfg: WordPieceConfig) ->
     )
 
 
+def _train(docs_dir: Path, cfg: WordPieceConfig, registered: list[str]) -> BertWordPieceTokenizer:
+    """One pass of the trainer; ``registered`` tokens take the first ids, in this order."""
+    tok = _bert_tokenizer(None, cfg)
+    tok.train_from_iterator(iter_sentences(docs_dir), vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                            limit_alphabet=cfg.limit_alphabet, special_tokens=registered, show_progress=True)
+    return tok
+
+
 def iter_sentences(docs_dir: Path, batch_rows: int = 256) -> Iterator[list[str]]:
     """Batches of sentences from every document Parquet part, in order."""
     for part in sorted(docs_dir.glob("part-*.parquet")):
@@ -125,18 +138,12 @@ def train_wordpiece(docs_dir: Path | None, cfg: WordPieceConfig, out_root: Path)
             tok = _bert_tokenizer({t: i for i, t in enumerate(tokens)}, cfg)
             shutil.copyfile(cfg.vocab_file, tmp / "vocab.txt")
         else:
-            tok = _bert_tokenizer(None, cfg)
-            tok.train_from_iterator(
-                iter_sentences(docs_dir),
-                vocab_size=cfg.vocab_size,
-                min_frequency=cfg.min_frequency,
-                limit_alphabet=cfg.limit_alphabet,
-                special_tokens=SPECIAL_TOKENS,
-                show_progress=True,
-            )
-            vocab = tok.get_vocab()
+            first = _train(docs_dir, cfg, SPECIAL_TOKENS)
+            continuing = sorted(t for t in first.get_vocab() if t.startswith("##") and len(t) == 3)
+            vocab = _train(docs_dir, cfg, SPECIAL_TOKENS + continuing).get_vocab()
             ordered = sorted(vocab, key=vocab.__getitem__)
             (tmp / "vocab.txt").write_text("".join(t + "\n" for t in ordered), encoding="utf-8")
+            tok = _bert_tokenizer({t: i for i, t in enumerate(ordered)}, cfg)  # only BERT's five tokens special
         ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
         missing = [t for t, i in ids.items() if i is None]
         if missing:
