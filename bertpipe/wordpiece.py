@@ -15,9 +15,10 @@ Determinism: ``tokenizers``' trainer creates the continuing-subword tokens (``##
 hash-map order and breaks ties between equally frequent merges by token id
 (huggingface/tokenizers#1794), so two plain trainings on the same text differ: here, in 1
 of 4,000 tokens and in the ids of 58. Training therefore runs twice: the first pass only
-finds the ``##`` single characters, the second registers them up front in sorted order, so
-every id, and with it every tie, is decided the same way each time. The cost is a second
-pass of the (Rust, multi-MB/s) trainer. The registered tokens are then ordinary vocabulary
+finds the ``##`` single characters (vocabulary size 1: the initial tokens, no merges), the
+second registers them up front in sorted order, so every id, and with it every tie, is
+decided the same way each time. The cost is a second read of the corpus by the (Rust,
+multi-MB/s) trainer. The registered tokens are then ordinary vocabulary
 entries: the saved tokenizer is rebuilt from ``vocab.txt``, so only BERT's five specials
 are special. Vocabularies cached before this change were one draw of the plain trainer;
 they keep their fingerprints (``VERSION`` is unchanged), as their draw is as valid as any.
@@ -138,8 +139,8 @@ def train_wordpiece(docs_dir: Path | None, cfg: WordPieceConfig, out_root: Path)
             tok = _bert_tokenizer({t: i for i, t in enumerate(tokens)}, cfg)
             shutil.copyfile(cfg.vocab_file, tmp / "vocab.txt")
         else:
-            first = _train(docs_dir, cfg, SPECIAL_TOKENS)
-            continuing = sorted(t for t in first.get_vocab() if t.startswith("##") and len(t) == 3)
+            alphabet = _train(docs_dir, cfg.model_copy(update={"vocab_size": 1}), SPECIAL_TOKENS)  # no merges: initial tokens only
+            continuing = sorted(t for t in alphabet.get_vocab() if t.startswith("##") and len(t) == 3)
             vocab = _train(docs_dir, cfg, SPECIAL_TOKENS + continuing).get_vocab()
             ordered = sorted(vocab, key=vocab.__getitem__)
             (tmp / "vocab.txt").write_text("".join(t + "\n" for t in ordered), encoding="utf-8")
