@@ -327,9 +327,12 @@ def finetune(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path
 
 def finetune_fingerprint(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path, eval_path: str | Path) -> str:
     """Content fingerprint of a fine-tuning: its config (less the device), the checkpoint's
-    weights and vocabulary, and the task files' bytes."""
+    weights and vocabulary, and the task files' bytes. A random init reads only the
+    checkpoint's architecture and vocabulary, so its weights are left out: the baseline is
+    then shared by every checkpoint of that architecture instead of recomputed for each."""
     ckpt = Path(checkpoint)
-    inputs = [hash_file(ckpt / name) for name in ("model.safetensors", "config.json", "vocab.txt") if (ckpt / name).is_file()]
+    names = ("model.safetensors",) * (cfg.init == "checkpoint") + ("config.json", "vocab.txt")
+    inputs = [hash_file(ckpt / name) for name in names if (ckpt / name).is_file()]
     inputs += [hash_file(Path(train_path)), hash_file(Path(eval_path))]
     if load_config(ckpt).causal:
         inputs.append("causal-cls-is-last-token")  # heads changed for left-to-right encoders (was [CLS])

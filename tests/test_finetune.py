@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, minilm_dir
 
 from bertpipe.finetune import FinetuneConfig, _build, finetune
-from bertpipe.hf import load_state_dict, save_checkpoint
+from bertpipe.hf import load_config, load_state_dict, save_checkpoint
 from bertpipe.model import BertConfig, BertForPreTraining
 from bertpipe.taskdata import TaskDataError
 
@@ -190,3 +190,21 @@ def test_bench_init_picks_each_inits_lr_and_caches_every_run(ckpt, tmp_path):
     again = bench_init(ckpt, tmp_path, **kw)["rows"][0]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == runs  # nothing new was trained
     assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in first.items() if k != "seconds"}
+
+
+def test_random_init_ignores_the_weights_and_so_does_its_fingerprint(ckpt, tmp_path):
+    """Same architecture and vocabulary, other weights: a random-init run is the same run (same
+    metrics), so it shares the fingerprint; a pretrained-init run does not."""
+    from bertpipe.finetune import finetune_fingerprint
+
+    torch.manual_seed(7)
+    other = tmp_path / "other"
+    save_checkpoint(BertForPreTraining(load_config(ckpt)), other, ckpt / "vocab.txt")
+    f = TASKS / FILES["classify"]
+    rand = FinetuneConfig(task="classify", init="random", lr=1e-3, epochs=1, batch_size=8, max_seq_length=32)
+    pre = rand.model_copy(update={"init": "checkpoint"})
+    assert finetune_fingerprint(rand, ckpt, f, f) == finetune_fingerprint(rand, other, f, f)
+    assert finetune_fingerprint(pre, ckpt, f, f) != finetune_fingerprint(pre, other, f, f)
+    assert finetune_fingerprint(rand, ckpt, f, f) != finetune_fingerprint(pre, ckpt, f, f)
+    a, b = (finetune(rand, c, f, f, tmp_path / c.name) for c in (ckpt, other))
+    assert a["final_train_loss"] == b["final_train_loss"] and a["accuracy"] == b["accuracy"]
