@@ -241,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--settings", help="JSON: per-task fine-tuning settings over the defaults, by task name")
-    p.add_argument("--train-rows", help='JSON: training rows sampled per TSV task (default {"finefoods": 2000, '
-                   '"bible-paraphrase": 2000}; {} = all rows)')
+    p.add_argument("--train-rows", help='JSON: training rows sampled per TSV task (default {"bible-paraphrase": 2000}; '
+                   '{} = all rows)')
     p.add_argument("--lrs", nargs="+", type=float, default=None,
                    help="each init at its own best of these learning rates, chosen on the first seed")
     p.set_defaults(func=_cmd_bench_init)
