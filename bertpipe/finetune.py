@@ -331,7 +331,7 @@ def finetune_fingerprint(cfg: FinetuneConfig, checkpoint: str | Path, train_path
     checkpoint's architecture and vocabulary, so its weights are left out: the baseline is
     then shared by every checkpoint of that architecture instead of recomputed for each."""
     ckpt = Path(checkpoint)
-    names = ("model.safetensors",) * (cfg.init == "checkpoint") + ("config.json", "vocab.txt")
+    names = (["model.safetensors"] if cfg.init == "checkpoint" else []) + ["config.json", "vocab.txt"]
     inputs = [hash_file(ckpt / name) for name in names if (ckpt / name).is_file()]
     inputs += [hash_file(Path(train_path)), hash_file(Path(eval_path))]
     if load_config(ckpt).causal:
