@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefect import serve  # noqa: E402
 
-from bertpipe.sweep import load_sweep, sweep_names  # noqa: E402
+from bertpipe.experiments.sweep import load_sweep, sweep_names  # noqa: E402
 from flows.finetune import DEFAULT_TASKS, finetune_flow  # noqa: E402
 from flows.pretrain import pretrain_flow  # noqa: E402
 from flows.sweep import sweep_flow  # noqa: E402

@@ -5,7 +5,7 @@
   addresses and the first 2,600 lines (about 8 chapters) of each of the 9 Gutenberg novels.
   Many documents of two genres and three centuries give next-sentence prediction something
   to learn that carries over to held-out documents.
-* ``tests/data/corpus/``: the much smaller slice the tests use (12 addresses, part of one novel).
+* ``tests/fixtures/corpus/``: the much smaller slice the tests use (12 addresses, part of one novel).
 """
 
 import gzip
@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "corpora"
-SAMPLE, TESTS = ROOT / "data" / "sample", ROOT / "tests" / "data" / "corpus"
+SAMPLE, TESTS = ROOT / "data" / "sample", ROOT / "tests" / "fixtures" / "corpus"
 TEST_YEARS = (1801, 1823, 1862, 1901, 1934, 1941, 1962, 1974, 1987, 1996, 2002, 2014)
 
 

@@ -13,21 +13,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 # 284k characters of real text (12 addresses, part of a novel): small enough for every test to
 # ingest. The bundled sample corpus of `make run` (data/sample) is 12x larger.
-SAMPLE = ROOT / "tests" / "data" / "corpus"
+FIXTURES = ROOT / "tests" / "fixtures"
+SAMPLE = FIXTURES / "corpus"
 SAMPLE_FILES = [SAMPLE / "the-war-of-the-worlds-part.txt", SAMPLE / "sotu-sample.jsonl.gz"]
 SHARED = ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def sample_docs(tmp_path_factory):
-    from bertpipe.ingest import IngestConfig, ingest
+    from bertpipe.data.ingest import IngestConfig, ingest
 
     return ingest([SAMPLE], IngestConfig(workers=1), tmp_path_factory.mktemp("docs"))
 
 
 @pytest.fixture(scope="session")
 def sample_tok(sample_docs, tmp_path_factory):
-    from bertpipe.wordpiece import WordPieceConfig, train_wordpiece
+    from bertpipe.data.wordpiece import WordPieceConfig, train_wordpiece
 
     return train_wordpiece(sample_docs.path, WordPieceConfig(vocab_size=3001), tmp_path_factory.mktemp("tok"))
 

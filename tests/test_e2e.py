@@ -15,7 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLE
+
+from tests.conftest import ROOT, SAMPLE
 
 BIN = Path(sys.executable).parent
 

@@ -1,0 +1,136 @@
+"""``bertpipe bench train``: training throughput of our model vs ``transformers`` at one config.
+
+Both models get the same config (hidden 256, 4 layers, 4 heads, vocab 30,522, length 128,
+batch 32), the same synthetic batches (real shards are not needed to time a step: shapes
+decide the cost), AdamW and fp32. Ours computes the MLM head only at the 20 masked
+positions per sequence, as pretraining does with BERT's max_predictions_per_seq;
+``transformers.BertForPreTraining`` computes it at every position, which is what its
+pretraining examples do. Repetitions alternate between the two so machine noise hits both;
+medians are reported, with CPU seconds beside wall time. Our bf16-autocast figure is
+printed as well. On CUDA the script also times BERT-Base at length 128 in bf16 and reports
+MFU (6·N·tokens/s over the card's dense bf16 peak, attention FLOPs ignored).
+
+``transformers`` is a dev dependency: the script says so and skips the comparison when it is
+absent. The last printed line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+
+from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
+
+SEQ, BATCH, PREDS = 128, 32, 20
+
+
+def _batch(vocab: int, device: torch.device, batch: int = BATCH) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (batch, SEQ), generator=g)
+    positions = torch.sort(torch.rand(batch, SEQ - 2, generator=g).argsort(1)[:, :PREDS] + 1, dim=1).values
+    labels = torch.gather(ids, 1, positions)
+    full_labels = torch.full_like(ids, -100).scatter(1, positions, labels)
+    types = (torch.arange(SEQ) >= SEQ // 2).long().expand(batch, SEQ).contiguous()
+    out = dict(ids=ids, types=types, mask=torch.ones_like(ids), positions=positions, labels=labels,
+               full_labels=full_labels, nsp=torch.randint(0, 2, (batch,), generator=g))
+    return {k: v.to(device) for k, v in out.items()}
+
+
+def _time_steps(step, steps: int, device: torch.device) -> tuple[float, float]:
+    step()  # warm-up (allocator, kernels)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+
+
+def _ours_step(cfg: BertConfig, device: torch.device, precision: str, batch: int = BATCH):
+    torch.manual_seed(0)
+    model = BertForPreTraining(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    b = _batch(cfg.vocab_size, device, batch)
+    dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
+
+    def step() -> None:
+        ctx = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+        with ctx:
+            out = model(b["ids"], b["types"], b["mask"], masked_positions=b["positions"])
+            loss = pretraining_loss(out.mlm_logits.float(), out.nsp_logits.float(), b["labels"], b["nsp"]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def _hf_step(cfg: BertConfig, device: torch.device):
+    import transformers
+
+    hf_cfg = transformers.BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
+                                     num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size)
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(hf_cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    b = _batch(cfg.vocab_size, device)
+
+    def step() -> None:
+        out = model(input_ids=b["ids"], token_type_ids=b["types"], attention_mask=b["mask"],
+                    labels=b["full_labels"], next_sentence_label=b["nsp"])
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_train(steps: int = 8, repeats: int = 3) -> dict:
+    device = torch.device("cpu")
+    cfg = BertConfig(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
+    tokens = BATCH * SEQ
+    print(f"CPU, {torch.get_num_threads()} threads; hidden 256, 4 layers, 4 heads, vocab 30522, length {SEQ}, batch {BATCH}, AdamW")
+    try:
+        hf = _hf_step(cfg, device)
+    except ImportError:
+        hf = None
+        print("transformers is not installed (pip install -e '.[dev]'): comparison skipped")
+    ours32, _ = _ours_step(cfg, device, "fp32")
+    ours16, _ = _ours_step(cfg, device, "bf16")
+    times: dict[str, list[tuple[float, float]]] = {"ours": [], "ours_bf16": [], "hf": []}
+    for r in range(repeats):  # alternate so that noise hits every variant
+        times["ours"].append(_time_steps(ours32, steps, device))
+        if hf is not None:
+            times["hf"].append(_time_steps(hf, steps, device))
+        times["ours_bf16"].append(_time_steps(ours16, steps, device))
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items() if v}
+    for k, (wall, cpu) in med.items():
+        print(f"{k:10s} {tokens / wall:9,.0f} tokens/s  ({wall * 1e3:.0f} ms/step wall, {cpu * 1e3:.0f} ms CPU)")
+    result = {"ours_tokens_per_s": round(tokens / med["ours"][0]), "ours_bf16_tokens_per_s": round(tokens / med["ours_bf16"][0])}
+    if hf is not None:
+        result |= {"hf_tokens_per_s": round(tokens / med["hf"][0]), "ratio_vs_hf": round(med["hf"][0] / med["ours"][0], 2),
+                   "bf16_ratio_vs_hf": round(med["hf"][0] / med["ours_bf16"][0], 2)}
+        print(f"ours / transformers: {result['ratio_vs_hf']:.2f}x fp32, {result['bf16_ratio_vs_hf']:.2f}x with bf16 autocast")
+    if torch.cuda.is_available():
+        result |= _bench_cuda_base()
+    return result
+
+
+def _bench_cuda_base(batch: int = 128, steps: int = 20) -> dict:
+    from bertpipe.train.runstate import peak_flops
+
+    device = torch.device("cuda")
+    cfg = BertConfig.from_preset("base")
+    step, n_params = _ours_step(cfg, device, "bf16", batch)
+    wall, _ = _time_steps(step, steps, device)
+    tps = batch * SEQ / wall
+    peak = peak_flops(device, "bf16")
+    mfu = 6 * n_params * tps / peak if peak else None
+    print(f"CUDA {torch.cuda.get_device_name(device)}: BERT-Base length {SEQ} bf16 batch {batch}: {tps:,.0f} tokens/s"
+          + (f", MFU {mfu:.1%}" if mfu else ""))
+    return {"gpu": torch.cuda.get_device_name(device), "gpu_base_tokens_per_s": round(tps), "gpu_base_mfu": round(mfu, 3) if mfu else None}

@@ -1,0 +1,293 @@
+"""The ``bertpipe`` command: one subcommand per stage, flags generated from the configs.
+
+Each subcommand calls the same plain function the Prefect flows call, prints where the
+output went (built or reused from cache) and its key counts. Errors in the input are
+printed as one clear line and exit with status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bertpipe.cli.args import add_config_args, config_from_args
+from bertpipe.data.readers import InputError
+
+
+def _cmd_ingest(args: argparse.Namespace) -> None:
+    from bertpipe.data.ingest import IngestConfig, ingest
+
+    cfg = config_from_args(IngestConfig, args)
+    res = ingest(args.inputs, cfg, args.out)
+    c = res.manifest["counts"]
+    print(res.summary())
+    print(f"  {c['documents']} documents, {c['sentences']} sentences, {c['characters']} characters from {c['files']} files")
+    print(f"  skipped: {c['files_skipped']} files, {c['short_documents_dropped']} short documents, "
+          f"{c['duplicates_dropped']} duplicates, {c['bad_records_skipped']} bad records; "
+          f"{c['utf8_replacements']} UTF-8 replacements")
+    for f in res.manifest["files"]:
+        if f["status"] != "ok":
+            print(f"  skipped {f['path']}: {f['status'].split(':', 1)[1]}")
+    for f in res.manifest["unsupported"]:
+        print(f"  skipped {f['path']}: {f['reason']}")
+
+
+def _cmd_wordpiece(args: argparse.Namespace) -> None:
+    from bertpipe.data.wordpiece import WordPieceConfig, train_wordpiece
+
+    cfg = config_from_args(WordPieceConfig, args)
+    if args.docs is None and cfg.vocab_file is None:
+        raise SystemExit("bertpipe wordpiece: give a documents directory to train on, or --vocab-file to import")
+    res = train_wordpiece(args.docs, cfg, args.out)
+    print(res.summary())
+    print(f"  vocabulary: {res.manifest['counts']['vocab_size']} tokens; special ids {res.manifest['special_ids']}")
+
+
+def _cmd_shards(args: argparse.Namespace) -> None:
+    from bertpipe.data.shards import ShardsConfig, build_shards
+
+    cfg = config_from_args(ShardsConfig, args)
+    res = build_shards(args.docs, args.tokenizer, cfg, args.out)
+    c = res.manifest["counts"]
+    print(res.summary())
+    print(f"  {c['rows']} instances in {len(res.manifest['shards'])} shards, mean length {c['tokens'] / c['rows']:.1f}, "
+          f"label 1 (random next / swapped): {c['random_next'] / c['rows']:.3f}")
+    if c.get("masked"):
+        print(f"  masked {c['masked'] / c['tokens']:.3f} of tokens: [MASK] {c['masked_as_mask'] / c['masked']:.3f}, "
+              f"random {c['masked_as_random'] / c['masked']:.3f}, kept {c['masked_as_kept'] / c['masked']:.3f}")
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> None:
+    from bertpipe.train.config import PretrainConfig
+    from bertpipe.train.stage import TrainingInterrupted, pretrain_stage
+
+    cfg = config_from_args(PretrainConfig, args, json.loads(Path(args.config).read_text()) if args.config else None)
+    try:
+        res = pretrain_stage(args.shards, cfg, args.out, args.phase2_shards, resume=not args.no_resume)
+    except TrainingInterrupted as e:
+        logging.warning("%s", e)
+        raise SystemExit(143) from None
+    m = res.manifest
+    print(res.summary())
+    print(f"  {m['step']} steps, {m['parameters']:,} parameters; model in {res.file(m['final'])}")
+    if ev := m.get("eval"):
+        print(f"  held-out MLM loss {ev['mlm_loss']:.4f}, accuracy {ev['mlm_acc']:.4f}"
+              + (f"; NSP accuracy {ev['nsp_acc']:.4f}" if ev.get("nsp_acc") is not None else ""))
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from bertpipe.model.hf import import_hf
+
+    report = import_hf(args.from_hf, args.out)
+    print(f"imported {args.from_hf} -> {args.out}")
+    for key in report.missing:
+        print(f"  left at initialization (not in the HF weights): {key}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from bertpipe.model.hf import export_hf
+
+    print(f"exported {args.checkpoint} -> {export_hf(args.checkpoint, args.hf)} (transformers.BertForPreTraining format)")
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> None:
+    from bertpipe.bench.train import bench_train
+
+    print(json.dumps(bench_train(steps=args.steps, repeats=args.repeats)))
+
+
+def _cmd_finetune(args: argparse.Namespace) -> None:
+    from bertpipe.tasks.config import FinetuneConfig
+    from bertpipe.tasks.finetune import finetune_stage
+
+    cfg = config_from_args(FinetuneConfig, args, task=args.task)
+    res = finetune_stage(cfg, args.checkpoint, args.train, args.eval, args.out)
+    summary, main = res.manifest, res.manifest["main_metric"]
+    print(res.summary())
+    print(f"  {args.task}: {main} {summary[main]:.4f} ± {summary[main + '_std']:.4f} over seeds {summary['seeds']} "
+          f"-> {res.path / 'metrics.json'}")
+    if uri := (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        from bertpipe.tracking import track_finetune
+
+        run = track_finetune(uri, res, str(args.checkpoint), str(args.train), str(args.eval), cfg.model_dump(mode="json"))
+        print(f"  tracked in MLflow run {run}")
+
+
+def _cmd_bench_finetune(args: argparse.Namespace) -> None:
+    from bertpipe.bench.finetune import bench_finetune
+
+    print(json.dumps(bench_finetune(args.work, args.tasks, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)))
+
+
+def _cmd_bench_features(args: argparse.Namespace) -> None:
+    from bertpipe.bench.finetune import bench_features
+
+    print(json.dumps(bench_features(args.work, args.checkpoint, epochs=args.epochs, lr=args.lr, feature_lr=args.feature_lr,
+                                    batch_size=args.batch_size)))
+
+
+def _cmd_bench_tiny(args: argparse.Namespace) -> None:
+    from bertpipe.bench.tiny import bench_tiny
+
+    print(json.dumps(bench_tiny(args.work, args.preset, json.loads(args.overrides) if args.overrides else None)))
+
+
+def _cmd_bench_init(args: argparse.Namespace) -> None:
+    from bertpipe.bench.finetune import bench_init
+
+    print(json.dumps(bench_init(args.checkpoint, args.work, args.tasks, tuple(args.seeds),
+                                json.loads(args.settings) if args.settings else None,
+                                json.loads(args.train_rows) if args.train_rows else None, args.lrs)))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from bertpipe.core.settings import base_dir
+    from bertpipe.experiments.report import sweep_report
+    from bertpipe.tracking import client_for
+
+    out = Path(args.out or base_dir() / "reports" / args.experiment)
+    paths = sweep_report(client_for(args.tracking_uri), args.experiment, out, args.run, log_to_mlflow=not args.no_log)
+    print(paths["markdown"].read_text())
+    print(f"report written to {out}" + ("" if args.no_log else " and logged to the sweep's MLflow run"))
+
+
+def _cmd_bench_data(args: argparse.Namespace) -> None:
+    from bertpipe.bench.data import bench_data
+
+    print(json.dumps(bench_data(args.corpus, workers=args.workers, dupe_factor=args.dupe_factor, scale=args.scale,
+                                 repeats=args.repeats)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bertpipe.data.ingest import IngestConfig
+    from bertpipe.data.shards import ShardsConfig
+    from bertpipe.data.wordpiece import WordPieceConfig
+
+    parser = argparse.ArgumentParser(prog="bertpipe", description="Pretrain and evaluate BERT-style encoders on your own corpus.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="raw text (txt, JSONL(.gz), Parquet, MediaWiki XML(.bz2), dirs, globs) → documents")
+    p.add_argument("inputs", nargs="+", help="files, directories or glob patterns")
+    p.add_argument("--out", type=Path, required=True, help="stage root: output goes to OUT/<fingerprint>/, OUT/latest names it")
+    add_config_args(p, IngestConfig)
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("wordpiece", help="train a WordPiece vocabulary on documents, or import a vocab.txt")
+    p.add_argument("docs", nargs="?", type=Path, help="ingest output (directory or its root)")
+    p.add_argument("--out", type=Path, required=True, help="stage root")
+    add_config_args(p, WordPieceConfig)
+    p.set_defaults(func=_cmd_wordpiece)
+
+    p = sub.add_parser("shards", help="documents + vocabulary → NSP/SOP pairs, masked, in Parquet shards")
+    p.add_argument("docs", type=Path, help="ingest output (directory or its root)")
+    p.add_argument("--tokenizer", type=Path, required=True, help="wordpiece output (directory or its root)")
+    p.add_argument("--out", type=Path, required=True, help="stage root")
+    add_config_args(p, ShardsConfig)
+    p.set_defaults(func=_cmd_shards)
+
+    from bertpipe.train.config import PretrainConfig
+
+    p = sub.add_parser("pretrain", help="pretrain on shards (MLM + NSP); --devices N runs N processes under torchrun")
+    p.add_argument("shards", help="shards output (directory or its root)")
+    p.add_argument("--out", type=Path, required=True, help="stage root: output goes to OUT/<fingerprint>/; a stopped run "
+                   "resumes from OUT/.<fingerprint>.partial/ when run again")
+    p.add_argument("--phase2-shards", help="shards for phase 2 (e.g. length 512)")
+    p.add_argument("--no-resume", action="store_true", help="refuse to continue an interrupted run")
+    p.add_argument("--config", help="JSON file of PretrainConfig fields; flags override it")
+    add_config_args(p, PretrainConfig)
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("convert", help="import a HF BERT directory (config.json + model.safetensors) as a bertpipe checkpoint")
+    p.add_argument("--from-hf", type=Path, required=True, help="HF model directory")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("export", help="export a bertpipe checkpoint to a HF directory (BertForPreTraining)")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. RUN/final)")
+    p.add_argument("--hf", type=Path, required=True, help="HF directory to write")
+    p.set_defaults(func=_cmd_export)
+
+    from bertpipe.tasks.config import FinetuneConfig
+
+    p = sub.add_parser("finetune", help="fine-tune (or train a feature-based head) and evaluate: classify, pair, qa, tag")
+    p.add_argument("task", choices=["classify", "pair", "qa", "tag"])
+    p.add_argument("--checkpoint", type=Path, required=True, help="bertpipe checkpoint dir (e.g. RUN/final, or bertpipe convert output)")
+    p.add_argument("--train", type=Path, required=True, help="training file (TSV, SQuAD JSON, CoNLL)")
+    p.add_argument("--eval", type=Path, required=True, help="evaluation file, same format")
+    p.add_argument("--out", type=Path, required=True, help="stage root: OUT/<fingerprint>/ gets metrics.json, model.safetensors, head.json")
+    p.add_argument("--tracking-uri", help="log to MLflow here (default: $MLFLOW_TRACKING_URI if set)")
+    add_config_args(p, FinetuneConfig, skip={"task"})
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("report", help="a sweep's table (mean ± std over seeds), plots and markdown, from MLflow alone")
+    p.add_argument("experiment", help="MLflow experiment of the sweep (e.g. sweep-masking-rate)")
+    p.add_argument("--run", help="the sweep's MLflow run id (default: the newest finished sweep)")
+    p.add_argument("--out", help="output folder (default: reports/EXPERIMENT)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the base dir)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report as artifacts of the sweep run")
+    p.set_defaults(func=_cmd_report)
+
+    bench = sub.add_parser("bench", help="benchmarks (print figures; last line is one JSON object)")
+    bsub = bench.add_subparsers(dest="bench", required=True)
+    p = bsub.add_parser("data", help="raw text → masked shards throughput, tokenizer ceiling, peak RSS at 1x and 4x")
+    p.add_argument("--corpus", nargs="+", default=None, help="input files (default: ../shared/data/corpora gutenberg + sotu)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--dupe-factor", type=int, default=5)
+    p.add_argument("--scale", type=int, default=4, help="size of the larger corpus for the RSS comparison")
+    p.add_argument("--repeats", type=int, default=3, help="runs on the 1x corpus; the median is reported")
+    p.set_defaults(func=_cmd_bench_data)
+    p = bsub.add_parser("train", help="training tokens/s: ours vs transformers.BertForPreTraining at one config")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
+    p.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
+    p.set_defaults(func=_cmd_bench_train)
+    p = bsub.add_parser("tiny", help="the tiny preset on the sample corpus: held-out MLM/NSP after its 10-minute run")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-tiny"), help="scratch folder (data stages reused)")
+    p.add_argument("--preset", default="tiny", help="pipeline preset (bertpipe/experiments/presets or $BERTPIPE_PRESETS)")
+    p.add_argument("--overrides", help="JSON deep-merged into the preset, e.g. '{\"pretrain\": {\"seed\": 7}}'")
+    p.set_defaults(func=_cmd_bench_tiny)
+    p = bsub.add_parser("finetune", help="fine-tuning MiniLM's real weights: ours vs a plain transformers loop, 4 shared tasks")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-finetune"), help="scratch folder")
+    p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
+    p.add_argument("--epochs", type=float, default=None, help="override every task's epochs (default: per task)")
+    p.add_argument("--lr", type=float, default=None, help="override every task's learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
+    p.set_defaults(func=_cmd_bench_finetune)
+    p = bsub.add_parser("init", help="a checkpoint vs random init of its architecture on the 4 shared tasks, over seeds")
+    p.add_argument("checkpoint", type=Path, help="bertpipe checkpoint directory (e.g. RUN/final)")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-init"), help="scratch folder")
+    p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--settings", help="JSON: per-task fine-tuning settings over the defaults, by task name")
+    p.add_argument("--train-rows", help='JSON: training rows sampled per TSV task (default {"bible-paraphrase": 2000}; '
+                   '{} = all rows)')
+    p.add_argument("--lrs", nargs="+", type=float, default=None,
+                   help="each init at its own best of these learning rates, chosen on the first seed")
+    p.set_defaults(func=_cmd_bench_init)
+    p = bsub.add_parser("features", help="Table 7 on WNUT-16: fine-tuned vs BiLSTM on six frozen layer combinations")
+    p.add_argument("--checkpoint", type=Path, help="bertpipe checkpoint (default: MiniLM's weights, imported)")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-features"), help="working folder")
+    p.add_argument("--epochs", type=float, default=4)
+    p.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate")
+    p.add_argument("--feature-lr", type=float, default=1e-3, help="learning rate of the BiLSTM on frozen features")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=_cmd_bench_features)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except (InputError, FileNotFoundError, ValueError) as e:
+        print(f"bertpipe {args.command}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Atomic directories and the one definition of a complete stage output.
+
+A stage output is ``ROOT/<fingerprint>/`` holding ``manifest.json`` and a ``_COMPLETE``
+marker written after everything else: ``is_complete`` is the only test of "done" anywhere
+(stages, CLI, flows). Outputs are built in a hidden sibling directory and renamed into place
+(``atomic_dir``), so a crash never leaves a directory that looks finished, and two concurrent
+builders of one fingerprint cannot corrupt each other: the first rename wins and the loser
+discards its copy. The same helper writes checkpoints, which instead replace an older copy.
+``ROOT/latest`` names the newest output, so the command line chains stages by root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+COMPLETE_MARKER = "_COMPLETE"
+MANIFEST = "manifest.json"
+LATEST = "latest"
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """A stage output is complete when its marker and its manifest are both there."""
+    p = Path(path)
+    return (p / COMPLETE_MARKER).is_file() and (p / MANIFEST).is_file()
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    if not is_complete(path):
+        raise FileNotFoundError(f"{path} is not a complete stage output (no {COMPLETE_MARKER} marker)")
+    return json.loads((Path(path) / MANIFEST).read_text())
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def commit_file(tmp: Path, final: Path) -> None:
+    """Rename a fully written file into place (same directory, atomic on POSIX), durably."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+@contextmanager
+def atomic_dir(final: Path, *, replace: bool = False, work: Path | None = None) -> Iterator[Path]:
+    """Yield an empty hidden sibling directory that becomes ``final`` when the block succeeds.
+
+    ``replace=False`` (stage outputs): if ``final`` already exists when we are done, a
+    concurrent writer finished first and our copy is discarded. ``replace=True``
+    (checkpoints): an existing ``final`` is swapped out and deleted. ``work``: build in this
+    fixed directory instead of a fresh one, and keep it when the block fails, so a long job
+    (pretraining) resumes from what it left there. On any other error the directory is removed.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if work is None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    else:
+        tmp = work
+        tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+        _fsync_dir(tmp)
+        if final.exists() and replace:
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer won the race
+    except BaseException:
+        if work is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def stage_dir(final: Path, work: Path | None = None) -> Iterator[Path]:
+    """``atomic_dir`` for a stage output: the block writes ``manifest.json``, the marker is added here."""
+    with atomic_dir(final, work=work) as tmp:
+        yield tmp
+        if not (tmp / MANIFEST).is_file():
+            raise RuntimeError(f"stage wrote no {MANIFEST} into {tmp}")
+        (tmp / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        if final.exists() and not is_complete(final):
+            shutil.rmtree(final)  # an incomplete leftover under the final name (written by older versions)
+
+
+def _fsync_dir(path: Path) -> None:
+    # data files were fsynced by commit_file; make the small files and the names durable
+    for name in (MANIFEST, COMPLETE_MARKER):
+        if (path / name).is_file():
+            with open(path / name, "rb") as f:
+                os.fsync(f.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_latest(root: Path, fp: str) -> None:
+    """Record ``fp`` as the newest output under ``root`` (``ROOT/latest``)."""
+    tmp = root / f".{LATEST}.tmp-{os.getpid()}"
+    tmp.write_text(fp + "\n")
+    os.replace(tmp, root / LATEST)
+
+
+def resolve_stage_dir(path: str | Path, stage: str | None = None) -> Path:
+    """Accept a complete stage directory, or a root whose ``latest`` names one."""
+    p = Path(path)
+    if is_complete(p):
+        resolved = p
+    elif (p / LATEST).is_file():
+        resolved = p / (p / LATEST).read_text().strip()
+        if not is_complete(resolved):
+            raise FileNotFoundError(f"{p}/{LATEST} points to {resolved}, which is not a complete stage output")
+    else:
+        raise FileNotFoundError(f"{p} is neither a complete stage output nor a stage root with a '{LATEST}' file")
+    if stage is not None:
+        got = read_manifest(resolved).get("stage")
+        if got != stage:
+            raise ValueError(f"{resolved} holds a '{got}' output; expected '{stage}'")
+    return resolved

@@ -1,0 +1,279 @@
+"""Stage 1, ingest: raw files of any supported format → cleaned, sentence-split documents.
+
+Output (``<out>/<fingerprint>/``): ``part-NNNNN.parquet`` files, one per input file that
+yielded documents, each row one document with columns ``id`` (string), ``source`` (input
+file name), ``title`` (string, null when unknown), ``sentences`` (list<string>),
+``n_chars`` (int64) and ``doc_hash`` (BLAKE2b-128 of the sentences joined by newlines, the
+document's identity for duplicate dropping); plus ``manifest.json`` with counts, skips and
+per-file reports.
+
+Files are read in parallel, one process per file, each streaming its file into a temporary
+part and returning its documents' hashes. The main process then drops exact duplicates
+across all files in input order (the first copy wins), keeping only 16-byte hashes in
+memory, so memory is bounded by the number of distinct documents, not the corpus size. A
+part without duplicates is renamed into place; only parts with duplicates are rewritten.
+The output is the same whatever the number of workers.
+
+Skips are counted and reported, never silent: empty and binary files, documents shorter
+than ``min_doc_chars``, duplicates, unsupported files inside a directory. Errors that make
+the output untrustworthy (invalid UTF-8 in strict mode, truncated archives, malformed
+records) abort the stage before anything is published.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from bertpipe.core.fingerprint import hash_file
+from bertpipe.core.stage import Stage, StageResult, run_stage
+from bertpipe.core.stagedir import commit_file
+from bertpipe.data.readers import Format, InputError, ReadOptions, ReadStats, detect_format, is_binary, read_documents
+
+STAGE = "ingest"
+VERSION = 2  # 2: text is a fixed point of BERT's clean_text (see bertpipe.data.text)
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("title", pa.string()),
+        ("sentences", pa.list_(pa.string())),
+        ("n_chars", pa.int64()),
+        ("doc_hash", pa.binary(16)),
+    ]
+)
+# Documents vary from tweets to books: a row group closes at 1024 documents or ~1 MB of text,
+# so the shards stage can read just the groups a block needs.
+_ROWS_PER_GROUP = 1024
+_CHARS_PER_GROUP = 1_000_000
+
+
+class IngestConfig(ReadOptions):
+    """How raw files become documents: the reading options plus what is kept. Field names double as CLI flags."""
+
+    min_doc_chars: int = Field(50, ge=0, description="drop documents with fewer characters (counted in the manifest)")
+    dedupe: bool = Field(True, description="drop exact duplicate documents (first occurrence kept)")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="parallel processes (output does not depend on it)")
+
+
+@dataclass(frozen=True)
+class FileUnit:
+    """One input file, read into one raw Parquet part of the temporary output."""
+
+    path: Path
+    format: Format
+    content_hash: str
+    part: Path
+
+
+@dataclass
+class FileReport:
+    path: str
+    format: str
+    content_hash: str
+    status: str = "ok"  # ok | skipped:<reason>
+    docs: int = 0
+    short_docs: int = 0
+    records: int = 0
+    utf8_replacements: int = 0
+    bad_records: int = 0
+    wiki_skipped: dict[str, int] = field(default_factory=dict)
+    # per-document facts for the dedupe pass (not written to the manifest)
+    doc_hashes: list[bytes] = field(default_factory=list, repr=False)
+    doc_sentences: list[int] = field(default_factory=list, repr=False)
+    doc_chars: list[int] = field(default_factory=list, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if not k.startswith("doc_")}
+
+
+def expand_inputs(inputs: list[str | Path]) -> tuple[list[tuple[Path, Format]], list[dict[str, str]]]:
+    """Files, directories (recursive) and glob patterns → sorted (path, format) list + skips."""
+    found: list[tuple[Path, Format]] = []
+    skipped: list[dict[str, str]] = []
+    for item in inputs:
+        s = str(item)
+        matches = sorted(glob.glob(s, recursive=True)) if glob.has_magic(s) else [s]
+        if not matches:
+            raise InputError(f"{s}: pattern matches no file")
+        for m in matches:
+            p = Path(m)
+            if p.is_dir():
+                for f in sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")):
+                    fmt = detect_format(f)
+                    if fmt is None:
+                        skipped.append({"path": str(f), "reason": "unsupported extension"})
+                    else:
+                        found.append((f, fmt))
+            elif p.is_file():
+                found.append((p, detect_format(p) or "text"))  # named explicitly: read as text
+            else:
+                raise InputError(f"{p}: no such file or directory")
+    seen: set[Path] = set()
+    unique = [(p, f) for p, f in found if not (p.resolve() in seen or seen.add(p.resolve()))]
+    return unique, skipped
+
+
+def _doc_hash(sentences: list[str]) -> bytes:
+    return hashlib.blake2b("\n".join(sentences).encode(), digest_size=16).digest()
+
+
+def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
+    """Stream one file into a Parquet part; report its documents' hashes and sizes."""
+    path, fmt, part = unit.path, unit.format, unit.part
+    report = FileReport(str(path), fmt, unit.content_hash)
+    if path.stat().st_size == 0:
+        report.status = "skipped:empty file"
+        return report
+    if fmt != "parquet" and is_binary(path):
+        report.status = "skipped:binary file (NUL bytes)"
+        return report
+    stats = ReadStats()
+    schema = SCHEMA
+    rows: dict[str, list] = {name: [] for name in schema.names}
+    writer: pq.ParquetWriter | None = None
+    group_chars = 0
+
+    def flush() -> None:
+        nonlocal writer, group_chars
+        group_chars = 0
+        if writer is None:
+            writer = pq.ParquetWriter(part, schema, compression="zstd")
+        writer.write_table(pa.table(rows, schema=schema))
+        for v in rows.values():
+            v.clear()
+
+    try:
+        for doc in read_documents(path, fmt, cfg, stats):
+            n_chars = sum(len(s) for s in doc.sentences)
+            if n_chars < max(cfg.min_doc_chars, 1):
+                report.short_docs += 1
+                continue
+            h = _doc_hash(doc.sentences)
+            for k, v in (("id", doc.id), ("source", path.name), ("title", doc.title), ("sentences", doc.sentences), ("n_chars", n_chars), ("doc_hash", h)):
+                rows[k].append(v)
+            report.doc_hashes.append(h)
+            report.doc_sentences.append(len(doc.sentences))
+            report.doc_chars.append(n_chars)
+            report.docs += 1
+            group_chars += n_chars
+            if len(rows["id"]) >= _ROWS_PER_GROUP or group_chars >= _CHARS_PER_GROUP:
+                flush()
+        if rows["id"]:
+            flush()
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        with open(part, "rb") as f:
+            os.fsync(f.fileno())
+    report.records, report.utf8_replacements, report.bad_records = stats.records, stats.utf8_replacements, stats.bad_records
+    report.wiki_skipped = stats.wiki_skipped
+    if report.docs == 0 and report.status == "ok":
+        report.status = "skipped:no documents" if report.short_docs == 0 else "ok"
+    return report
+
+
+class IngestStage(Stage[IngestConfig]):
+    """Input files → documents; one unit per file, duplicates dropped across files when published."""
+
+    name, version = STAGE, VERSION
+
+    def __init__(self, cfg: IngestConfig, inputs: list[str | Path]) -> None:
+        super().__init__(cfg)
+        self.inputs = [str(i) for i in inputs]
+        self.files, self.unsupported = expand_inputs(inputs)
+        if not self.files:
+            raise InputError(f"no readable input files in {', '.join(self.inputs)}")
+        self.workers = cfg.workers
+
+    @classmethod
+    def fingerprint_config(cls, cfg: IngestConfig) -> dict[str, Any]:
+        return cfg.model_dump(mode="json", exclude={"workers"})
+
+    def upstream(self) -> list[str]:
+        return [hash_file(p) for p, _ in self.files]  # content, in input order
+
+    def plan(self, out: Path) -> list[FileUnit]:
+        return [FileUnit(p, f, h, out / f".raw-{i:05d}.parquet")
+                for i, ((p, f), h) in enumerate(zip(self.files, self.upstream(), strict=True))]
+
+    def run_unit(self, unit: FileUnit) -> FileReport:
+        return _ingest_file(unit, self.cfg)
+
+    def publish(self, out: Path, reports: list[FileReport]) -> dict[str, Any]:
+        cfg = self.cfg
+        counts = _dedupe_parts([out / f".raw-{i:05d}.parquet" for i in range(len(reports))], reports, out, cfg.dedupe)
+        if counts["documents"] == 0:
+            raise InputError(
+                "empty corpus: no documents left after ingest "
+                f"({len(reports)} files; skipped: {[r.path + ' (' + r.status + ')' for r in reports if r.status != 'ok'] or 'none'}; "
+                f"short documents dropped: {sum(r.short_docs for r in reports)} under {cfg.min_doc_chars} chars)"
+            )
+        return {
+            "config": self.fingerprint_config(cfg),
+            "schema": {f.name: str(f.type) for f in SCHEMA},
+            "bert_clean": True,  # sentences need no clean_text step in the tokenizer
+            "counts": counts
+            | {
+                "files": len(reports),
+                "files_skipped": sum(r.status != "ok" for r in reports) + len(self.unsupported),
+                "short_documents_dropped": sum(r.short_docs for r in reports),
+                "utf8_replacements": sum(r.utf8_replacements for r in reports),
+                "bad_records_skipped": sum(r.bad_records for r in reports),
+            },
+            "files": [r.public() for r in reports],
+            "unsupported": self.unsupported,
+        }
+
+
+def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path, progress: bool = False) -> StageResult:
+    """Run the ingest stage into ``out_root/<fingerprint>/`` (or reuse the complete output there)."""
+    return run_stage(IngestStage(cfg, inputs), out_root, progress=progress)
+
+
+def _dedupe_parts(parts: list[Path], reports: list[FileReport], out: Path, dedupe: bool) -> dict[str, int]:
+    """Publish raw parts as final parts in input order, dropping repeated document hashes."""
+    seen: set[bytes] = set()
+    counts = {"documents": 0, "duplicates_dropped": 0, "sentences": 0, "characters": 0}
+    n_out = 0
+    for raw, report in zip(parts, reports, strict=True):
+        if not raw.exists():
+            continue
+        keep = []
+        for h in report.doc_hashes:
+            keep.append(not (dedupe and h in seen))
+            seen.add(h)
+        n_keep = sum(keep)
+        counts["duplicates_dropped"] += len(keep) - n_keep
+        counts["sentences"] += sum(n for n, k in zip(report.doc_sentences, keep, strict=True) if k)
+        counts["characters"] += sum(n for n, k in zip(report.doc_chars, keep, strict=True) if k)
+        if n_keep == 0:
+            raw.unlink()
+            continue
+        final = out / f"part-{n_out:05d}.parquet"
+        if n_keep < len(keep):  # rare: rewrite without the duplicates, row group by row group
+            tmp = final.with_name(final.name + ".tmp")
+            pf, offset = pq.ParquetFile(raw), 0
+            with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer:
+                for g in range(pf.num_row_groups):
+                    table = pf.read_row_group(g)
+                    mask = pa.array(keep[offset : offset + table.num_rows])
+                    offset += table.num_rows
+                    if (table := table.filter(mask)).num_rows:
+                        writer.write_table(table)
+            raw.unlink()
+            raw = tmp
+        commit_file(raw, final)
+        counts["documents"] += n_keep
+        n_out += 1
+    counts["parts"] = n_out
+    return counts

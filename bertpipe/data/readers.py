@@ -1,0 +1,288 @@
+"""Readers that turn one input file of any supported format into raw documents.
+
+Each reader is a generator of ``RawDoc`` (id, title, sentences) and streams its file, so a
+multi-GB JSONL or a Wikipedia dump never sits in memory whole. Formats:
+
+- plain text, BERT's format: one sentence per line, a blank line between documents;
+- plain prose: paragraphs separated by blank lines, sentences split for you; a run of
+  ``doc_break_blank_lines`` blank lines (3 by default, as between chapters of the
+  Gutenberg texts) starts a new document;
+- JSONL / JSONL.gz: one object per line; text/id/title field names configurable;
+- Parquet: text/id/title column names configurable, read batch by batch;
+- MediaWiki XML(.bz2): see ``bertpipe.data.wiki``.
+
+Bad input raises ``InputError`` naming the file, line or byte offset and the field; the
+caller decides whether that aborts the run or becomes a counted skip. Plain-text files are
+read as bytes line by line so that invalid UTF-8 is reported at its byte offset, or, in
+``replace`` mode, replaced with U+FFFD and counted.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from bertpipe.data.text import clean_text, split_paragraphs, split_sentences
+
+Format = Literal["text", "jsonl", "parquet", "wiki"]
+_TERMINAL = re.compile(r"[.!?:;\"'”’)\]]\s*$")
+
+
+class InputError(ValueError):
+    """A problem with an input file, with enough location to find it."""
+
+
+@dataclass
+class RawDoc:
+    id: str
+    title: str | None
+    sentences: list[str]
+
+
+@dataclass
+class ReadStats:
+    """Counters a reader fills while streaming; summed into the stage manifest."""
+
+    records: int = 0
+    utf8_replacements: int = 0
+    bad_records: int = 0
+    wiki_skipped: dict[str, int] = field(default_factory=dict)
+
+
+class ReadOptions(BaseModel):
+    """How a file's bytes become documents; ``IngestConfig`` extends it. Field names are CLI flags."""
+
+    text_field: str = Field("text", description="JSONL field / Parquet column holding the text")
+    id_field: str = Field("id", description="JSONL field / Parquet column with a document id (optional in the data)")
+    title_field: str = Field("title", description="JSONL field / Parquet column with a title (optional in the data)")
+    text_format: Literal["auto", "lines", "prose"] = Field(
+        "auto",
+        description="plain text: 'lines' = BERT format (a sentence per line, blank line between documents); "
+        "'prose' = paragraphs, sentences split for you; 'auto' decides per file from its first 400 lines",
+    )
+    # Gutenberg chapters are separated by 3+ blank lines, paragraphs by one.
+    doc_break_blank_lines: int = Field(3, ge=1, description="prose: this many consecutive blank lines start a new document")
+    encoding_errors: Literal["strict", "replace"] = Field(
+        "strict", description="invalid UTF-8: 'strict' fails naming file and byte offset; 'replace' substitutes U+FFFD and counts"
+    )
+    on_bad_record: Literal["error", "skip"] = Field(
+        "error", description="malformed JSONL/Parquet record: fail naming file and line, or skip and count"
+    )
+    # Longer "sentences" are cut at whitespace; 2000 chars is ~400 WordPieces, > max_seq_length.
+    max_sentence_chars: int = Field(2000, ge=100, description="cut longer sentences at whitespace")
+
+
+def detect_format(path: Path) -> Format | None:
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".xml", ".xml.bz2")):
+        return "wiki"
+    if name.endswith((".txt", ".txt.gz", ".txt.bz2", ".text")):
+        return "text"
+    return None
+
+
+def read_documents(path: Path, fmt: Format, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
+    readers = {"text": _read_text, "jsonl": _read_jsonl, "parquet": _read_parquet, "wiki": _read_wiki}
+    try:
+        yield from readers[fmt](path, opts, stats)
+    except EOFError as e:
+        raise InputError(f"{path}: truncated compressed stream ({e})") from e
+    except (OSError, gzip.BadGzipFile) as e:
+        if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
+            raise InputError(f"{path}: cannot read ({e.strerror or e})") from e
+        raise InputError(f"{path}: corrupt or unreadable file ({e})") from e
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def is_binary(path: Path) -> bool:
+    """A NUL byte in the first 8 KiB (after decompression) marks a file as binary."""
+    try:
+        with _open_binary(path) as f:
+            return b"\x00" in f.read(8192)
+    except (OSError, EOFError):
+        return False  # let the reader report the corruption with its own message
+
+
+def _decoded_lines(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[tuple[int, str]]:
+    """(1-based line number, decoded line) with UTF-8 errors located or counted."""
+    offset = 0
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if opts.encoding_errors == "strict":
+                    raise InputError(
+                        f"{path}: invalid UTF-8 at byte offset {offset + e.start} (line {lineno}); "
+                        "pass --encoding-errors replace to substitute U+FFFD and count replacements"
+                    ) from None
+                line = raw.decode("utf-8", errors="replace")
+                stats.utf8_replacements += line.count("\ufffd") - raw.count("\ufffd".encode())
+            offset += len(raw)
+            yield lineno, line
+
+
+def _looks_like_lines(sample: list[str]) -> bool:
+    """BERT format if most non-blank lines end like a sentence; wrapped prose rarely does."""
+    lines = [ln for ln in sample if ln.strip()]
+    if not lines:
+        return False
+    ending = sum(1 for ln in lines if _TERMINAL.search(ln))
+    return ending / len(lines) >= 0.6
+
+
+def _read_text(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
+    mode = opts.text_format
+    lines = _decoded_lines(path, opts, stats)
+    head: list[str] = []
+    if mode == "auto":
+        for _, line in lines:
+            head.append(line)
+            if len(head) >= 400:
+                break
+        mode = "lines" if _looks_like_lines(head) else "prose"
+    stem = path.name
+    docs = 0
+    block: list[str] = []  # lines of the current paragraph (prose) or document (lines)
+    doc_sentences: list[str] = []
+    blanks = 0
+
+    def flush_block() -> None:
+        if not block:
+            return
+        text = clean_text("\n".join(block))  # one call per paragraph/document, not per line
+        if mode == "lines":
+            for ln in text.split("\n"):
+                if ln := ln.strip():
+                    doc_sentences.extend(split_sentences(ln, opts.max_sentence_chars) if len(ln) > opts.max_sentence_chars else [ln])
+        else:
+            doc_sentences.extend(split_sentences(text, opts.max_sentence_chars))
+        block.clear()
+
+    def all_lines() -> Iterator[str]:
+        yield from head
+        for _, ln in lines:
+            yield ln
+
+    for line in all_lines():
+        if line.isspace() or not line:
+            blanks += 1
+            continue
+        if blanks:
+            flush_block()
+            doc_ends = mode == "lines" or blanks >= opts.doc_break_blank_lines
+            if doc_ends and doc_sentences:
+                yield RawDoc(f"{stem}:{docs}", None, doc_sentences)
+                docs += 1
+                doc_sentences = []
+            blanks = 0
+        block.append(line.rstrip("\r\n"))
+        stats.records += 1
+    flush_block()
+    if doc_sentences:
+        yield RawDoc(f"{stem}:{docs}", None, doc_sentences)
+
+
+def _split_record(text: str, opts: ReadOptions) -> list[str]:
+    text = clean_text(text)
+    if opts.text_format == "lines":
+        return [s for ln in text.split("\n") if (s := ln.strip())]
+    return [s for para in split_paragraphs(text) for s in split_sentences(para, opts.max_sentence_chars)]
+
+
+def _read_jsonl(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
+    for lineno, line in _decoded_lines(path, opts, stats):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            text = obj.get(opts.text_field)
+            if not isinstance(text, str):
+                raise InputError(
+                    f"{path}:{lineno}: field '{opts.text_field}' is "
+                    + ("missing" if text is None else f"a {type(text).__name__}, not a string")
+                    + f" (fields present: {', '.join(sorted(obj)) or 'none'}); set --text-field"
+                )
+        except json.JSONDecodeError as e:
+            err = InputError(f"{path}:{lineno}: invalid JSON at column {e.colno}: {e.msg}")
+            if opts.on_bad_record == "error":
+                raise err from None
+            stats.bad_records += 1
+            continue
+        except InputError:
+            if opts.on_bad_record == "error":
+                raise
+            stats.bad_records += 1
+            continue
+        stats.records += 1
+        doc_id = obj.get(opts.id_field)
+        title = obj.get(opts.title_field)
+        yield RawDoc(
+            str(doc_id) if doc_id is not None else f"{path.name}:{lineno}",
+            str(title) if title is not None else None,
+            _split_record(text, opts),
+        )
+
+
+def _read_parquet(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid for non-Parquet bytes
+        raise InputError(f"{path}: not a readable Parquet file ({e})") from e
+    names = pf.schema_arrow.names
+    if opts.text_field not in names:
+        raise InputError(f"{path}: no column '{opts.text_field}' (columns: {', '.join(names)}); set --text-field")
+    cols = [c for c in (opts.text_field, opts.id_field, opts.title_field) if c in names]
+    row = 0
+    for batch in pf.iter_batches(batch_size=1024, columns=cols):
+        data = batch.to_pydict()
+        texts = data[opts.text_field]
+        ids = data.get(opts.id_field, [None] * len(texts))
+        titles = data.get(opts.title_field, [None] * len(texts))
+        for text, doc_id, title in zip(texts, ids, titles, strict=True):
+            row += 1
+            if not isinstance(text, str):
+                if opts.on_bad_record == "error" and text is not None:
+                    raise InputError(f"{path}: row {row}: column '{opts.text_field}' is not a string")
+                stats.bad_records += 1
+                continue
+            stats.records += 1
+            yield RawDoc(
+                str(doc_id) if doc_id is not None else f"{path.name}:{row}",
+                str(title) if title is not None else None,
+                _split_record(text, opts),
+            )
+
+
+def _read_wiki(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
+    from bertpipe.data.wiki import WikiStats, iter_wiki_pages
+
+    wstats = WikiStats()
+    for page in iter_wiki_pages(path, wstats):
+        stats.records += 1
+        sentences = _split_record(page.text, opts)
+        yield RawDoc(page.id, page.title, sentences)
+    stats.wiki_skipped = {k: v for k, v in vars(wstats).items() if k != "pages"}

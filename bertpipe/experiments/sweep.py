@@ -1,0 +1,137 @@
+"""Sweeps: named sets of pipeline variants, each trained over several seeds, everything else equal.
+
+A sweep (``bertpipe/experiments/sweeps/<name>.json``, read into ``SweepSpec``) is a base pipeline
+preset + overrides and the variants to compare, given as a ``grid`` (dotted keys → values,
+all combinations) and/or an explicit ``variants`` list (for rows that change several knobs
+at once, like the paper's "LTR & No NSP"). Every variant is trained once per seed
+(``pretrain.seed``), so the report can give mean ± std.
+
+Dotted keys address the pipeline config (``pretrain.masking.masked_lm_prob``); keys under
+``finetune.`` apply to every downstream task's fine-tuning config (``finetune.pooling``),
+so fine-tuning choices sweep over one cached pretraining; in ``overrides`` they apply to
+every variant (``"finetune.precision": "bf16"``). Trade-off: variants run one after
+another (a 2-core machine gains nothing from running them side by side; on a GPU cluster
+the Prefect task runner parallelizes the stages inside each).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bertpipe.core.settings import json_names, named_json
+from bertpipe.experiments.pipeline import PipelineConfig, deep_merge, load_pipeline_config
+from bertpipe.tracking import tags
+
+
+class Variant(BaseModel):
+    """One row of a sweep: a label and the dotted-key changes it makes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = Field(None, description="row name in reports (default: the changes, k=v)")
+    changes: dict[str, Any] = Field(default_factory=dict, description="dotted key → value")
+
+    def name(self) -> str:
+        return self.label or ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in self.changes.items()) or "base"
+
+
+class SweepSpec(BaseModel):
+    """A named comparison: base config, variants, seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field("", description="what the sweep asks, shown in reports")
+    preset: str = Field("tiny", description="pipeline preset all variants start from")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="changes shared by every variant")
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted key → values; all combinations")
+    variants: list[Variant] = Field(default_factory=list, description="explicit variants (after the grid's)")
+    # Three seeds: enough for a spread, affordable at the tiny preset on 2 cores.
+    seeds: list[int] = Field([1, 2, 3], min_length=1, description="pretraining seeds per variant")
+    experiment: str = Field("sweep", description="MLflow experiment of the sweep and its runs")
+    paper: str = Field("", description="the paper's figures for this comparison (markdown), quoted in reports")
+
+    def expand(self) -> list[Variant]:
+        out = [Variant(changes=dict(zip(self.grid, combo, strict=True))) for combo in itertools.product(*self.grid.values())
+               if self.grid]
+        out += self.variants
+        return out or [Variant()]
+
+
+def sweep_names() -> list[str]:
+    return json_names("sweeps")
+
+
+def load_sweep(name: str, **changes: Any) -> SweepSpec:
+    """Sweep ``name`` (shipped in ``bertpipe/experiments/sweeps/`` or in ``BERTPIPE_SWEEPS``) with
+    fields replaced by ``changes`` (None: keep)."""
+    spec = SweepSpec.model_validate_json(named_json("sweeps", name))
+    return spec.model_copy(update={k: v for k, v in changes.items() if v is not None}) if changes else spec
+
+
+def dotted(key: str, value: Any) -> dict[str, Any]:
+    """``"shards.masking.masked_lm_prob", 0.4`` → nested override dict."""
+    out: dict[str, Any] = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def variant_overrides(spec: SweepSpec, variant: Variant, seed: int) -> dict[str, Any]:
+    """The pipeline overrides of one (variant, seed) run."""
+    shared = {k: v for k, v in spec.overrides.items() if not k.startswith("finetune.")}
+    out = deep_merge(shared, {"experiment": spec.experiment})
+    for key, value in variant.changes.items():
+        if not key.startswith("finetune."):
+            out = deep_merge(out, dotted(key, value))
+    out = deep_merge(out, {"pretrain": {"seed": seed}})
+    ft = {k.removeprefix("finetune."): v for k, v in (spec.overrides | variant.changes).items() if k.startswith("finetune.")}
+    if ft:
+        tasks = out.get("evaluate")
+        if tasks is None:
+            tasks = [t.model_dump(mode="json") for t in load_pipeline_config(spec.preset, out).evaluate]
+        out["evaluate"] = [deep_merge(t, {"config": deep_merge(t.get("config", {}), _nest(ft))}) for t in tasks]
+    return out
+
+
+def validate(spec: SweepSpec) -> list[tuple[Variant, int, PipelineConfig]]:
+    """Every (variant, seed) run's validated config, before anything is trained."""
+    runs = []
+    for v in spec.expand():
+        for seed in spec.seeds:
+            cfg = load_pipeline_config(spec.preset, variant_overrides(spec, v, seed))
+            if any(k.startswith("finetune.") for k in spec.overrides | v.changes) and not cfg.evaluate:
+                raise ValueError(f"variant {v.name()!r} changes fine-tuning but the sweep evaluates no task")
+            runs.append((v, seed, cfg))
+    return runs
+
+
+def sweep_tags(name: str) -> dict[str, str]:
+    """MLflow tags of a sweep's own run, by which reports find it."""
+    return {tags.SWEEP: "true", tags.SWEEP_NAME: name}
+
+
+def sweep_params(name: str, spec: SweepSpec) -> dict[str, str]:
+    """MLflow params of a sweep's own run: what it compares."""
+    return {"sweep": name, "preset": spec.preset, "seeds": json.dumps(spec.seeds), "description": spec.description[:500],
+            "variants": json.dumps([v.model_dump() for v in spec.expand()])[:6000]}
+
+
+def variant_tags(spec_name: str, variant: Variant, seed: int) -> dict[str, str]:
+    """MLflow tags that let the report regroup runs: sweep, variant label and changes, seed."""
+    return {tags.SWEEP_NAME: spec_name, tags.VARIANT: variant.name(),
+            tags.VARIANT_CHANGES: json.dumps(variant.changes, sort_keys=True), tags.SEED: str(seed)}
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        out = deep_merge(out, dotted(k, v))
+    return out
+
+
+def _short(v: Any) -> str:
+    return "/".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else str(v)

@@ -1,0 +1,283 @@
+"""Fine-tuning and evaluation: the four task types, fine-tuned or feature-based, and the stage.
+
+``finetune(cfg, checkpoint, train, eval, out)`` reads the task files and tokenizes them with the
+checkpoint's vocabulary (``prepare``), builds the head (``bertpipe.tasks.heads``) on the
+checkpoint's encoder (or on a random initialization of the same architecture with
+``init="random"``), trains with AdamW *with* bias correction (BERT's uncorrected Adam is
+unstable for fine-tuning), linear warmup and decay, and evaluates with the task's usual
+metrics (``bertpipe.tasks.metrics``). What differs between task types (readers, heads, loss,
+scoring, the main metric) is the task's ``TaskSpec`` (``bertpipe.tasks.specs``); this module
+has no task switches. Several seeds give mean and standard deviation; the paper's grid
+(batch 16/32 x lr 5e-5/3e-5/2e-5 x 2-4 epochs) is available as ``grid=True`` and picks the
+best setting on the eval file, as the paper does on GLUE dev sets.
+
+Outputs in ``out``: ``metrics.json`` (the metrics by their usual names, mean over seeds,
+plus ``*_std`` and per-seed values) and ``model.safetensors`` + ``head.json`` for the first
+seed's fine-tuned weights. ``FinetuneStage`` runs the same as a stage (``bertpipe.core.stage``)
+into ``ROOT/<fingerprint>/``; its manifest is the summary. The fingerprint hashes the config
+less the device (``canonical_finetune``), the checkpoint's weights (pretrained init only: a
+random init shares one baseline per architecture), config and vocabulary, and the task
+files' bytes. Trade-off: examples are tokenized once and held in memory as padded arrays,
+fine for fine-tuning sets (10^3-10^5 examples), not for pretraining corpora.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+from tokenizers.implementations import BertWordPieceTokenizer
+
+from bertpipe.core.fingerprint import hash_file
+from bertpipe.core.stage import PROTOCOL_KEYS, Stage, StageResult, run_stage
+from bertpipe.model.hf import load_config, load_state_dict
+from bertpipe.tasks import heads
+from bertpipe.tasks.config import EvalTask, FinetuneConfig, Task  # noqa: F401  (EvalTask, Task: re-exported)
+from bertpipe.tasks.data import label_vocab
+from bertpipe.tasks.specs import Arrays, Batch, Prediction, concat_outputs, spec_for
+from bertpipe.train.optim import OptimConfig, build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+STAGE = "finetune"
+VERSION = 2  # bump when a change alters fine-tuning results for the same inputs
+GRID = [{"batch_size": b, "lr": lr, "epochs": e} for b, lr, e in itertools.product((16, 32), (5e-5, 3e-5, 2e-5), (2, 3, 4))]
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+_TENSORS = {*MODEL_INPUTS, "labels", "start_positions", "end_positions"}  # the arrays batches carry
+LOSS_WINDOW = 20  # final_train_loss: mean loss of the last steps
+PREDICT_BATCH = 64
+# Summary keys that describe the run rather than measure it (the rest are metrics).
+SUMMARY_ECHOES = ("task", "main_metric", "seeds", "grid_point", "init", "features")
+CAUSAL_MARK = "causal-cls-is-last-token"  # heads changed for left-to-right encoders (was [CLS])
+
+
+def load_tokenizer(checkpoint: str | Path, cased: bool) -> Tokenizer:
+    """The checkpoint's WordPiece vocabulary as a BERT tokenizer."""
+    vocab = Path(checkpoint) / "vocab.txt"
+    if not vocab.is_file():
+        raise FileNotFoundError(f"{checkpoint} has no vocab.txt; fine-tuning needs the pretraining vocabulary")
+    return BertWordPieceTokenizer(str(vocab), lowercase=not cased)._tokenizer
+
+
+@dataclass
+class TaskData:
+    """A task's training and evaluation files, read, labelled and encoded."""
+
+    train_examples: list
+    eval_examples: list
+    labels: list[str] | None  # the training file's label vocabulary; None: the task has none
+    train: Arrays
+    eval: Arrays
+
+
+def prepare(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path, eval_path: str | Path) -> TaskData:
+    """Read both files, build the label vocabulary (an eval label not in it is an error with its
+    line) and encode both with the checkpoint's vocabulary."""
+    spec = spec_for(cfg)
+    tok = load_tokenizer(checkpoint, cfg.cased)
+    train_ex, eval_ex = spec.read(cfg, Path(train_path)), spec.read(cfg, Path(eval_path))
+    labels = None
+    if spec.labelled:
+        labels = label_vocab(train_ex)
+        label_vocab(eval_ex, known=labels)
+    return TaskData(train_ex, eval_ex, labels, spec.encode(cfg, tok, train_ex, labels), spec.encode(cfg, tok, eval_ex, labels))
+
+
+def build_model(cfg: FinetuneConfig, checkpoint: str | Path, n_outputs: int, seed: int) -> torch.nn.Module:
+    """The task model for ``cfg`` seeded with ``seed``: the checkpoint's architecture (dropout
+    overridden by ``cfg.dropout``), its encoder weights with ``init="checkpoint"``."""
+    torch.manual_seed(seed)
+    bcfg = load_config(Path(checkpoint))
+    if cfg.dropout is not None:
+        bcfg = bcfg.model_copy(update={"hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout})
+    model = spec_for(cfg).build_head(bcfg, n_outputs, cfg)
+    if cfg.init == "checkpoint":
+        heads.load_encoder(model, load_state_dict(Path(checkpoint)))
+    return model
+
+
+def resolve_device(cfg: FinetuneConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def batches(data: Arrays, idx: np.ndarray, batch_size: int, device: torch.device) -> Iterator[Batch]:
+    """Tensors of the rows ``idx`` in batches of ``batch_size``, cut to the batch's longest row.
+
+    The arrays are padded to ``max_seq_length``; most task rows are far shorter (tweets
+    ~30 tokens, verse pairs ~60), and the padding columns change nothing under the attention
+    mask, so dropping them is the largest single speed-up of fine-tuning on a CPU.
+    """
+    width = data["input_ids"].shape[1]
+    for lo in range(0, len(idx), batch_size):
+        rows = idx[lo : lo + batch_size]
+        t = max(1, int(data["attention_mask"][rows].sum(1).max()))  # rows are left-aligned: real tokens, then padding
+        yield {k: torch.as_tensor((v[rows][:, :t] if v.ndim == 2 and v.shape[1] == width else v[rows])
+                                  .astype(np.float32 if v.dtype.kind == "f" else np.int64)).to(device)
+               for k, v in data.items() if k in _TENSORS}
+
+
+def model_inputs(b: Batch) -> dict[str, torch.Tensor]:
+    """The keyword arguments of every task head's ``forward``."""
+    return {k: b[k] for k in MODEL_INPUTS}
+
+
+def autocast(cfg: FinetuneConfig, device: torch.device):
+    return torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
+def fit(cfg: FinetuneConfig, model: torch.nn.Module, train: Arrays, seed: int, device: torch.device) -> list[float]:
+    """Train ``model`` in place for ``cfg.epochs`` (the rows reshuffled each epoch with ``seed``);
+    the loss of every step."""
+    spec, n = spec_for(cfg), len(train["input_ids"])
+    steps = max(1, math.ceil(cfg.epochs * math.ceil(n / cfg.batch_size)))
+    ocfg = OptimConfig(optimizer="adamw", lr=cfg.lr, eps=1e-8, weight_decay=cfg.weight_decay,
+                       warmup_ratio=cfg.warmup_ratio, clip_norm=1.0)
+    opt, model = build_optimizer(model, ocfg), model.to(device).train()
+    sched = build_scheduler(opt, ocfg, steps)
+    rng, losses = np.random.default_rng(seed), []
+    while len(losses) < steps:
+        for b in batches(train, rng.permutation(n), cfg.batch_size, device):
+            with autocast(cfg, device):
+                loss = spec.loss(model(**model_inputs(b)), b)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), ocfg.clip_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if len(losses) >= steps:
+                break
+    return losses
+
+
+@torch.no_grad()
+def predict(cfg: FinetuneConfig, model: torch.nn.Module, data: Arrays, device: torch.device) -> Prediction:
+    """The model's outputs for every row of ``data``, as numpy arrays at the arrays' full width."""
+    spec, width = spec_for(cfg), data["input_ids"].shape[1]
+    model.eval()
+    outs = []
+    for b in batches(data, np.arange(len(data["input_ids"])), PREDICT_BATCH, device):
+        with autocast(cfg, device):
+            out = model(**model_inputs(b))
+        outs.append(spec.collect(out, width))
+    return concat_outputs(outs)
+
+
+@dataclass
+class GridRun:
+    """One grid point's seeds: their scores, and the first seed's model."""
+
+    point: dict[str, Any]
+    per_seed: list[dict[str, float]] = field(default_factory=list)
+    model: torch.nn.Module | None = None
+
+    def mean(self, metric: str) -> float:
+        return statistics.mean(s[metric] for s in self.per_seed)
+
+
+def finetune(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path, eval_path: str | Path,
+             out_dir: str | Path) -> dict[str, Any]:
+    """Fine-tune (or train the feature-based head) and evaluate; write metrics.json and weights.
+    Returns the summary (what metrics.json holds)."""
+    spec, ckpt, out, device = spec_for(cfg), Path(checkpoint), Path(out_dir), resolve_device(cfg)
+    task = prepare(cfg, ckpt, train_path, eval_path)
+    n_outputs = spec.n_outputs(task.labels)
+    runs: list[GridRun] = []
+    for point in GRID if cfg.grid else [{}]:
+        run_cfg, run = cfg.model_copy(update=point), GridRun(point)
+        for seed in cfg.seeds:
+            t0 = time.perf_counter()
+            model = build_model(run_cfg, ckpt, n_outputs, seed)
+            losses = fit(run_cfg, model, task.train, seed, device)
+            pred = predict(run_cfg, model, task.eval, device)
+            scores = spec.score(run_cfg, pred, task.eval, task.eval_examples, task.labels)
+            scores["train_seconds"] = time.perf_counter() - t0
+            scores["final_train_loss"] = float(np.mean(losses[-LOSS_WINDOW:]))
+            log.info("%s seed %d %s: %s", cfg.task, seed, point or "", {k: round(v, 4) for k, v in scores.items()})
+            run.per_seed.append(scores)
+            if run.model is None:
+                run.model = model
+        runs.append(run)
+    best = max(runs, key=lambda r: r.mean(spec.main_metric))
+    summary: dict[str, Any] = {"task": cfg.task, "main_metric": spec.main_metric, "seeds": cfg.seeds, "grid_point": best.point,
+                               "init": cfg.init, "features": cfg.features, "train_examples": len(task.train_examples),
+                               "eval_examples": len(task.eval_examples), "per_seed": best.per_seed}
+    for k in best.per_seed[0]:
+        vals = [s[k] for s in best.per_seed]
+        summary[k] = statistics.mean(vals)
+        summary[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    if cfg.grid:
+        summary["grid"] = [{"point": r.point, spec.main_metric: r.mean(spec.main_metric)} for r in runs]
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in best.model.state_dict().items()}, str(out / "model.safetensors"))
+    (out / "head.json").write_text(json.dumps({"task": cfg.task, "labels": task.labels, "config": cfg.model_dump(mode="json")}, indent=2))
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def canonical_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """The config as fingerprinted: less the device, and less options left at their defaults
+    that were added after results were cached (``dropout`` None, ``precision`` fp32), so
+    those results keep their names."""
+    exclude = {"device"} | ({"dropout"} if cfg.dropout is None else set()) | ({"precision"} if cfg.precision == "fp32" else set())
+    return cfg.model_dump(mode="json", exclude=exclude)
+
+
+def task_metrics(manifest: dict[str, Any]) -> dict[str, float]:
+    """The numbers a fine-tuning measured (metrics, their ``*_std``, example counts, seconds)
+    from its summary or manifest: not the protocol keys, the config echoes or booleans."""
+    skip = {*PROTOCOL_KEYS, *SUMMARY_ECHOES}
+    return {k: float(v) for k, v in manifest.items() if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+class FinetuneStage(Stage[FinetuneConfig]):
+    """One fine-tuning (all its seeds and grid points) as a single unit."""
+
+    name, version = STAGE, VERSION
+
+    def __init__(self, cfg: FinetuneConfig, checkpoint: str | Path, train: str | Path, eval: str | Path) -> None:  # noqa: A002
+        super().__init__(cfg)
+        self.checkpoint, self.train_path, self.eval_path = Path(checkpoint), Path(train), Path(eval)
+
+    @classmethod
+    def fingerprint_config(cls, cfg: FinetuneConfig) -> dict[str, Any]:
+        return canonical_finetune(cfg)
+
+    def upstream(self) -> list[str]:
+        """Content hashes of the checkpoint's weights (pretrained init only), config and
+        vocabulary (those present), of the two task files, and a mark for causal encoders."""
+        names = (["model.safetensors"] if self.cfg.init == "checkpoint" else []) + ["config.json", "vocab.txt"]
+        inputs = [hash_file(self.checkpoint / name) for name in names if (self.checkpoint / name).is_file()]
+        inputs += [hash_file(self.train_path), hash_file(self.eval_path)]
+        if load_config(self.checkpoint).causal:
+            inputs.append(CAUSAL_MARK)
+        return inputs
+
+    def plan(self, out: Path) -> list[Path]:
+        return [out]
+
+    def run_unit(self, out: Path) -> dict[str, Any]:
+        return finetune(self.cfg, self.checkpoint, self.train_path, self.eval_path, out)
+
+    def publish(self, out: Path, reports: list[dict[str, Any]]) -> dict[str, Any]:
+        (summary,) = reports
+        return summary
+
+
+def finetune_stage(cfg: FinetuneConfig, checkpoint: str | Path, train: str | Path, eval: str | Path,  # noqa: A002
+                   root: str | Path) -> StageResult:
+    """``finetune`` into ``root/<fingerprint>/`` (published atomically), or the finished output found there."""
+    return run_stage(FinetuneStage(cfg, checkpoint, train, eval), root)

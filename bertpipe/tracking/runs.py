@@ -1,0 +1,91 @@
+"""MLflow client helpers: stores, experiments, runs, params and metrics by explicit run id.
+
+Everything goes through ``MlflowClient`` with explicit run ids rather than MLflow's "active
+run" globals, so stages running in worker threads (Prefect's task runner) cannot log into
+each other's runs. The default store is SQLite in the base directory (``sqlite:///mlflow.db``)
+with artifacts beside it (``mlartifacts/``); any tracking URI works through
+``MLFLOW_TRACKING_URI`` or the ``tracking_uri`` argument.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+from bertpipe.core.settings import base_dir
+from bertpipe.tracking import tags
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{base_dir() / 'mlflow.db'}"
+
+
+def client_for(tracking_uri: str | None = None) -> MlflowClient:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None = None) -> str:
+    """The experiment's id, created if needed with artifacts under ``artifact_root`` (default:
+    ``mlartifacts/`` beside a SQLite store; MLflow's own default is ``./mlruns`` in the cwd)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    uri = client.tracking_uri
+    if artifact_root is None and uri.startswith("sqlite:///"):
+        artifact_root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    location = (artifact_root / name).resolve().as_uri() if artifact_root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another run
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(prefix: str, obj: Any) -> dict[str, str]:
+    """Nested config → MLflow params (``shards.masking.masked_lm_prob``), values as strings."""
+    if isinstance(obj, dict):
+        out: dict[str, str] = {}
+        for k, v in obj.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: json.dumps(obj) if isinstance(obj, list | tuple) else str(obj)}
+
+
+def start_run(client: MlflowClient, exp_id: str, name: str, run_tags: dict[str, str], params: dict[str, str]) -> str:
+    run = client.create_run(exp_id, run_name=name, tags=run_tags)
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    items = [Param(k[:250], v[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
+    """Numeric, finite-or-inf values only (NaN, None, strings and bools are left out)."""
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+             if isinstance(v, int | float) and not isinstance(v, bool) and v == v]
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i : i + 500])
+
+
+def producer_of(client: MlflowClient, exp_ids: Iterable[str], fingerprint: str) -> str | None:
+    """The child run that built (not reused) the output with this fingerprint, if tracked."""
+    runs = client.search_runs(list(exp_ids), f"tags.`{tags.FINGERPRINT}` = '{fingerprint}' and tags.`{tags.CACHE_HIT}` = 'false' "
+                              "and attributes.status = 'FINISHED'",
+                              max_results=1, order_by=["attributes.start_time ASC"])
+    return runs[0].info.run_id if runs else None
+
+
+def finish(client: MlflowClient, run_id: str, ok: bool = True) -> None:
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))

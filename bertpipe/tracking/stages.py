@@ -1,0 +1,151 @@
+"""What each stage logs to MLflow, and the runs of one pipeline run.
+
+A ``PipelineRun`` is one parent MLflow run (a flow run, or a sweep) with one child run per
+stage, opened before the stage starts and closed with its result: the stage's config as
+params, its fingerprint, its counts as metrics and the artifacts ``ARTIFACTS`` names for its
+kind. A stage served from cache still gets a child run, tagged as a cache hit and linked to
+the run that built it, so every result stays traceable. Pretraining logs its curves live
+through ``metric_logger`` while it trains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from bertpipe.core.stage import StageResult
+from bertpipe.tracking import tags
+from bertpipe.tracking.runs import client_for, experiment_id, finish, flatten, log_metrics, producer_of, start_run
+
+
+def _manifest(client: MlflowClient, run_id: str, result: StageResult, cached: bool) -> None:
+    client.log_artifact(run_id, str(result.path / "manifest.json"))
+
+
+def _vocabulary(client: MlflowClient, run_id: str, result: StageResult, cached: bool) -> None:
+    client.log_artifact(run_id, str(result.path / "vocab.txt"))
+
+
+def _pretrained(client: MlflowClient, run_id: str, result: StageResult, cached: bool) -> None:
+    """Curves, and the model in HF format where one exists (summed embeddings); once, by the run that trained it."""
+    if cached:
+        return
+    for png in result.manifest.get("plots", []):
+        client.log_artifact(run_id, str(result.file(png)), "plots")
+    final = result.file(result.manifest["final"])
+    if json.loads((final / "config.json").read_text()).get("embedding_fusion", "sum") == "sum":
+        from bertpipe.model.hf import export_hf
+
+        with tempfile.TemporaryDirectory() as tmp:
+            client.log_artifacts(run_id, str(export_hf(final, Path(tmp) / "hf")), "model-hf")
+
+
+def _finetuned(client: MlflowClient, run_id: str, result: StageResult, cached: bool) -> None:
+    client.log_artifact(run_id, str(result.path / "metrics.json"))
+
+
+# Artifacts by stage kind (``StageResult.stage``; phase-2 shards are a "shards" output).
+ARTIFACTS: dict[str, Callable[[MlflowClient, str, StageResult, bool], None]] = {
+    "ingest": _manifest, "wordpiece": _vocabulary, "shards": _manifest, "pretrain": _pretrained, "finetune": _finetuned,
+}
+
+
+def stage_metrics(result: StageResult) -> dict[str, float]:
+    """A stage's figures as MLflow metrics: its counts, and a fine-tuning's scores."""
+    out = {f"count_{k}": v for k, v in result.manifest.get("counts", {}).items()}
+    if result.stage == "finetune":
+        from bertpipe.tasks.finetune import task_metrics
+
+        out |= task_metrics(result.manifest)
+    return out
+
+
+def metric_logger(tracking_uri: str, run_id: str) -> Callable[[dict[str, Any]], None]:
+    """``on_metrics`` for pretraining: its start record's parameter count and every train/eval record."""
+    client = client_for(tracking_uri)
+
+    def log(rec: dict[str, Any]) -> None:
+        if rec.get("event") == "start":
+            log_metrics(client, run_id, {"parameters": rec["parameters"]})
+        if rec.get("split") in ("train", "eval"):
+            log_metrics(client, run_id, {f"{rec['split']}_{k}": v for k, v in rec.items() if k not in ("split", "step", "phase")},
+                        step=rec["step"])
+
+    return log
+
+
+def prefect_tags(flow_run_id: str) -> dict[str, str]:
+    """Link an MLflow run to the Prefect flow run that made it (the UI address from the environment)."""
+    ui = os.environ.get("PREFECT_UI_URL") or os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
+    return {tags.FLOW_RUN_ID: flow_run_id, tags.FLOW_RUN_URL: f"{ui}/runs/flow-run/{flow_run_id}" if ui else ""}
+
+
+def pipeline_tags(preset: str, fingerprints: dict[str, str]) -> dict[str, str]:
+    """A pipeline run's preset and the fingerprint planned for each of its stages."""
+    return {tags.PRESET: preset, **{tags.PLANNED + name: fp for name, fp in fingerprints.items()}}
+
+
+def checkpoint_tags(checkpoint: str) -> dict[str, str]:
+    """A fine-tuning run's starting model."""
+    return {tags.CHECKPOINT: checkpoint}
+
+
+class PipelineRun:
+    """A parent MLflow run and its stages' child runs (a child left open by a failure ends FAILED)."""
+
+    def __init__(self, tracking_uri: str, experiment: str, name: str, run_tags: dict[str, str],
+                 params: dict[str, Any], parent_run_id: str | None = None) -> None:
+        self.uri, self.client = tracking_uri, client_for(tracking_uri)
+        self.exp = experiment_id(self.client, experiment)
+        self.run_id = start_run(self.client, self.exp, name, run_tags | ({tags.PARENT: parent_run_id} if parent_run_id else {}),
+                                flatten("", params))
+        self.open: set[str] = set()
+
+    def open_stage(self, name: str, fingerprint: str, config: dict[str, Any]) -> str:
+        """A child run for a stage about to run; returns its id."""
+        run_tags = {tags.PARENT: self.run_id, tags.STAGE: name, tags.FINGERPRINT: fingerprint, tags.CACHE_HIT: "false"}
+        run_id = start_run(self.client, self.exp, name, run_tags, flatten(name, config))
+        self.open.add(run_id)
+        return run_id
+
+    def close_stage(self, run_id: str, result: StageResult, cached: bool) -> StageResult:
+        """Record the stage's outcome: cache hit (and who built it), path, figures, artifacts."""
+        self.client.set_tag(run_id, tags.CACHE_HIT, str(cached).lower())
+        self.client.set_tag(run_id, tags.PATH, str(result.path))
+        if cached:
+            name = self.client.get_run(run_id).data.tags.get(tags.RUN_NAME, result.stage)
+            self.client.set_tag(run_id, tags.RUN_NAME, f"{name} (cached)")
+            exps = [e.experiment_id for e in self.client.search_experiments()]
+            if (producer := producer_of(self.client, exps, result.fingerprint)) is not None:
+                self.client.set_tag(run_id, tags.PRODUCED_BY, producer)
+        log_metrics(self.client, run_id, stage_metrics(result))
+        ARTIFACTS[result.stage](self.client, run_id, result, cached)
+        finish(self.client, run_id)
+        self.open.discard(run_id)
+        return result
+
+    def log(self, metrics: dict[str, Any], step: int = 0) -> None:
+        log_metrics(self.client, self.run_id, metrics, step)
+
+    def finish(self, ok: bool) -> None:
+        for run_id in self.open:
+            finish(self.client, run_id, ok=False)
+        finish(self.client, self.run_id, ok)
+
+
+def track_finetune(tracking_uri: str, result: StageResult, checkpoint: str, train: str, eval_: str,
+                   config: dict[str, Any], experiment: str = "finetune") -> str:
+    """One MLflow run for a fine-tuning started from the command line; returns its id."""
+    run = PipelineRun(tracking_uri, experiment, f"finetune {Path(train).parent.name}",
+                      {tags.STAGE: "finetune", tags.FINGERPRINT: result.fingerprint, tags.CHECKPOINT: checkpoint},
+                      {"checkpoint": checkpoint, "train": train, "eval": eval_, **config})
+    run.log(stage_metrics(result))
+    ARTIFACTS["finetune"](run.client, run.run_id, result, result.cached)
+    run.finish(True)
+    return run.run_id

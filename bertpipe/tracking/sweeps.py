@@ -1,0 +1,77 @@
+"""A sweep's runs read back from MLflow by their tags: variant, seed, final figures, curves.
+
+Everything a report needs comes from the tracking store alone, not from the cache folders,
+so a report can be rebuilt anywhere the store is reachable. A pretraining served from cache
+contributes the held-out curve of the run that trained it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bertpipe.tracking import tags
+
+PRETRAIN_METRICS = ("parameters", "final_mlm_loss", "final_mlm_acc", "final_nsp_acc")
+DOWNSTREAM_SUFFIXES = ("_accuracy", "_entity_f1", "_exact_match", "_f1", "_mcc")
+
+
+@dataclass
+class SweepRuns:
+    experiment: str
+    sweep_run: str
+    name: str
+    description: str
+    rows: list[dict[str, Any]]  # one per (variant, seed): variant, seed, run_id, metrics
+    curves: dict[str, list[tuple[int, float]]]  # run_id → held-out MLM loss by step
+    progress: dict[str, dict[str, list[tuple[int, float]]]]  # run_id → downstream metric → score by pretraining step
+
+
+def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> SweepRuns:
+    """A sweep's runs and metrics, read back from MLflow (the newest sweep run if none given)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"no MLflow experiment {experiment!r}; experiments: {', '.join(names) or 'none'}")
+    if sweep_run is None:
+        found = client.search_runs([exp.experiment_id], f"tags.`{tags.SWEEP}` = 'true'", order_by=["attributes.start_time DESC"])
+        done = [r for r in found if r.info.status == "FINISHED"] or found
+        if not done:
+            raise ValueError(f"experiment {experiment!r} holds no sweep run (tag {tags.SWEEP}=true)")
+        sweep_run = done[0].info.run_id
+    top = client.get_run(sweep_run)
+    kids = client.search_runs([exp.experiment_id], f"tags.`{tags.PARENT}` = '{sweep_run}'",
+                              order_by=["attributes.start_time ASC"], max_results=10_000)
+    rows, curves, progress = [], {}, {}
+    for k in kids:
+        if tags.VARIANT not in k.data.tags:
+            continue
+        rows.append({"variant": k.data.tags[tags.VARIANT], "seed": int(k.data.tags.get(tags.SEED, 0)),
+                     "run_id": k.info.run_id, "status": k.info.status, "metrics": dict(k.data.metrics)})
+        curves[k.info.run_id] = _mlm_curve(client, exp.experiment_id, k.info.run_id)
+    if not rows:
+        raise ValueError(f"sweep run {sweep_run} has no variant runs yet")
+    downstream = [m for m in metric_names(rows) if m not in PRETRAIN_METRICS]
+    for r in rows:  # scores logged at several pretraining steps (evaluate_steps)
+        hist = {m: sorted((h.step, h.value) for h in client.get_metric_history(r["run_id"], m)) for m in downstream}
+        progress[r["run_id"]] = {m: h for m, h in hist.items() if len({st for st, _ in h}) > 1}
+    return SweepRuns(experiment, sweep_run, top.data.tags.get(tags.SWEEP_NAME, top.info.run_name),
+                     top.data.params.get("description", ""), rows, curves, progress)
+
+
+def _mlm_curve(client, exp_id: str, pipeline_run: str) -> list[tuple[int, float]]:
+    stage = client.search_runs([exp_id], f"tags.`{tags.PARENT}` = '{pipeline_run}' and tags.`{tags.STAGE}` = 'pretrain'")
+    if not stage:
+        return []
+    run = stage[0]
+    source = run.data.tags.get(tags.PRODUCED_BY) if run.data.tags.get(tags.CACHE_HIT) == "true" else None
+    hist = client.get_metric_history(source or run.info.run_id, "eval_mlm_loss")
+    return sorted((m.step, m.value) for m in hist)
+
+
+def metric_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The pretraining figures, then every downstream task's headline scores, in a stable order."""
+    keys = set().union(*(r["metrics"] for r in rows))
+    down = sorted(k for k in keys if k.endswith(DOWNSTREAM_SUFFIXES) and not k.startswith(("final_", "train_", "eval_"))
+                  and not k.endswith("macro_f1"))
+    return [k for k in PRETRAIN_METRICS if k in keys] + down

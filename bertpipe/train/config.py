@@ -1,0 +1,83 @@
+"""Pretraining configuration: the model overrides and every knob of a run.
+
+Kept apart from the loop (``bertpipe.train.loop``) so the pipeline config and the command line
+build and validate it without the training code. ``ModelOverrides`` is derived from
+``BertConfig``, so a model field's type, bounds and description are written once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from bertpipe.data.masking import MaskingConfig
+from bertpipe.model.bert import BertConfig
+from bertpipe.train.optim import OptimConfig
+
+# The BertConfig fields a pipeline may change; the others (segment vocabulary, LayerNorm eps,
+# pad id) follow the data or the reference and stay as the preset has them.
+OVERRIDABLE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings",
+               "vocab_size", "hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_fusion", "causal",
+               "initializer_range")
+
+
+class _Overrides(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def overrides(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+def _optional(name: str) -> tuple[Any, Any]:
+    """``BertConfig``'s field, with its type, bounds and description, made optional (None: the preset's)."""
+    f = BertConfig.model_fields[name]
+    description = "vocabulary size (default: the shards')" if name == "vocab_size" else f.description
+    typ = Annotated[f.annotation, *f.metadata] if f.metadata else f.annotation
+    return Optional[typ], Field(None, description=description)  # noqa: UP045
+
+
+ModelOverrides = create_model("ModelOverrides", __base__=_Overrides, __module__=__name__,
+                              **{name: _optional(name) for name in OVERRIDABLE})
+ModelOverrides.__doc__ = "Changes to a model preset; unset fields keep the preset's values (derived from ``BertConfig``)."
+
+
+class PretrainConfig(BaseModel):
+    """Everything that shapes a pretraining run. The launcher's flags mirror these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["tiny", "mini", "small", "medium", "base", "large"] = Field("tiny", description="model size preset")
+    model: ModelOverrides = Field(default_factory=lambda: ModelOverrides(), description="changes to the preset")
+    # 32 x 128 tokens: about a second per step for the tiny preset on a 2-core CPU.
+    batch_size: int = Field(32, ge=1, description="sequences per rank per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    steps: int = Field(1000, ge=1, description="optimizer steps in total, both phases")
+    # The paper: 90% of steps at length 128, the last 10% at 512 (position embeddings learn late).
+    phase2_fraction: float = Field(0.1, ge=0, lt=1, description="share of steps on the phase-2 shards, if given")
+    phase2_batch_size: int | None = Field(None, ge=1, description="phase-2 micro-batch (default: batch_size)")
+    # warmup_ratio 0.01 = the paper's 10k of 1M steps; a fixed 10k would exceed short runs.
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(warmup_ratio=0.01), description="optimizer")
+    masking: MaskingConfig | None = Field(None, description="dynamic shards only: training masking instead of the manifest's (held-out eval keeps the manifest's)")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="autocast dtype (bf16 also on CPU; fp16 CUDA only)")
+    compile: bool = Field(False, description="torch.compile the model (pays off on long runs; try pad_to=max)")
+    pad_to: Literal["longest", "max"] = Field("longest", description="pad batches to their longest row or to max_seq_length")
+    log_every: int = Field(10, ge=1, description="train metrics every N steps")
+    eval_every: int = Field(200, ge=0, description="evaluate on the eval shards every N steps (0: only at the end)")
+    eval_batches: int = Field(20, ge=1, description="eval batches per rank")
+    checkpoint_every: int = Field(500, ge=0, description="checkpoint every N steps (0: only at the end / SIGTERM)")
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints to keep")
+    keep_steps: list[int] = Field([], description="also checkpoint at these steps and keep them (progress evaluations)")
+    seed: int = Field(12345, description="seed of init, dropout and data order")  # the reference's seed
+    device: str = Field("auto", description="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda, ...")
+    # 0: batches are built in the training process; at ~2 us per row that is <1% of a CPU step.
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
+    shuffle_buffer: int = Field(10_000, ge=0, description="rows in the shuffle buffer")
+    # The number of processes multiplies the global batch, so more than one names another run.
+    devices: int = Field(1, ge=1, description="data-parallel processes: >1 launches torchrun (one per GPU; gloo on CPU)")
+
+
+# Fields that may change between an interrupted run and its resumption.
+# (``devices`` is checked on resume as the world size, and fingerprinted when above 1.)
+FREE_FIELDS = {"log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "device", "compile",
+               "devices"}

@@ -1,0 +1,386 @@
+"""The pretraining loop: MLM + NSP on shards, resumable, data-parallel under torchrun.
+
+Purpose: the paper's recipe (A.2) as one function, ``pretrain``, training in a run directory
+(``bertpipe.train.stage`` names that directory by fingerprint and publishes it;
+``bertpipe.train.launcher`` runs this loop in several processes under torchrun). Loss = mean
+MLM + mean NSP (MLM only for ``nsp_mode=none`` shards).
+A causal model (``model.causal``, the paper's "LTR & No NSP" row) is trained as a
+left-to-right LM instead: next-token loss over the original text (masked slots restored from
+their labels), logged under the ``mlm_*`` names, without NSP.
+
+Outputs under ``out_dir``: ``metrics.jsonl`` (train records every ``log_every`` steps, eval
+records, a ``start`` and a ``data`` record), ``checkpoints/step-NNNNNNN/`` (``model/`` as
+written by ``hf.save_checkpoint``; ``trainer.pt`` with optimizer, scheduler, grad-scaler
+state and data position; ``rng-rank{r}.pt`` per rank; ``state.json``), and ``final/``, a
+model directory ``hf.load_checkpoint`` reads. ``.pt`` files hold only tensors and plain
+containers and are read with ``torch.load(weights_only=True)``: nothing is unpickled.
+
+Choices and trade-offs
+    * Exact resume: model, optimizer, scheduler, RNG states (torch, CUDA, numpy, python) and
+      the data position (micro-batches consumed per rank; ``ShardDataset`` replays to it) are
+      restored, and the DataLoader draws its seed from a private generator, so on CPU a resumed
+      run repeats the uninterrupted run's losses bit for bit (same seed, world size, workers).
+    * Checkpoints are written into a hidden temporary directory and renamed: a crash never
+      leaves a half checkpoint, and a bad step (NaN/inf loss or gradient) raises before the
+      update, so the newest checkpoint on disk is always good. ``keep_checkpoints`` are kept,
+      plus those at ``keep_steps`` (fine-tuned later to plot downstream score against steps).
+    * SIGTERM sets a flag; ranks agree on it in the per-step all-reduce of the metric sums
+      (done anyway), checkpoint the same step and return; the launcher then exits with 143.
+    * One lr schedule spans both phases (phase 2 continues the decay), as in the paper.
+    * The per-step ``.item()`` that checks the loss costs a host sync on GPUs; accepted, since
+      it is what lets a NaN stop the run at the step it appears.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from bertpipe.core.stagedir import atomic_dir
+from bertpipe.data.loader import ShardDataset, load_shards_manifest
+from bertpipe.model import hf
+from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
+from bertpipe.train.config import FREE_FIELDS, PretrainConfig
+from bertpipe.train.optim import build_optimizer, build_scheduler
+from bertpipe.train.runstate import capture_rng, peak_flops, restore_rng
+
+log = logging.getLogger(__name__)
+
+
+# Per-step sums, all-reduced across ranks in one tensor; "stop" is any rank's SIGTERM (or stop_at_step).
+STATS = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_count", "nsp_correct", "nsp_count", "tokens",
+         "padded_tokens", "stop")
+STAT = {name: i for i, name in enumerate(STATS)}
+
+
+@dataclass
+class PretrainResult:
+    out_dir: Path
+    step: int  # optimizer steps done
+    final_dir: Path | None = None  # out_dir/final once all steps are done
+    interrupted: bool = False  # stopped by SIGTERM or stop_at_step, with a checkpoint
+    losses: dict[int, float] = field(default_factory=dict)  # step -> loss, for the steps this call ran
+    train: dict[str, Any] | None = None  # last train record
+    eval: dict[str, Any] | None = None  # last eval record
+    parameters: int = 0  # of the model trained, heads included
+
+
+def pretrain(shards_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, shards_phase2: str | Path | None = None,
+             resume: bool = True, on_metrics: Callable[[dict[str, Any]], None] | None = None, *,
+             stop_at_step: int | None = None) -> PretrainResult:
+    """Train per ``cfg``, continuing from ``out_dir/checkpoints`` when ``resume`` and there are any.
+
+    ``on_metrics`` gets every record written to metrics.jsonl (rank 0 only). ``stop_at_step``
+    ends this call after that step with a checkpoint, as SIGTERM would. Under torchrun the
+    process group is created here from the environment (NCCL on CUDA, gloo on CPU).
+    """
+    own_pg = not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    if own_pg:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = torch.device(cfg.device if cfg.device != "auto" else f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    try:
+        return _Run(cfg, Path(out_dir), rank, world, device, on_metrics).run(shards_dir, shards_phase2, resume, stop_at_step)
+    finally:
+        if own_pg:
+            dist.destroy_process_group()
+
+
+def ltr_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor, masked_positions: torch.Tensor,
+                masked_lm_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-to-right LM inputs and targets from a masked batch: the original text (masked
+    slots restored from their labels) and, for position t, token t+1 (-100 past the end)."""
+    real = masked_lm_labels != -100  # (B, P)
+    ids = input_ids.scatter(1, masked_positions, torch.where(real, masked_lm_labels, input_ids.gather(1, masked_positions)))  # (B, T)
+    targets = ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)  # (B, T-1)
+    return ids, targets
+
+
+class _Run:
+    def __init__(self, cfg: PretrainConfig, out: Path, rank: int, world: int, device: torch.device, on_metrics) -> None:
+        self.cfg, self.out, self.rank, self.world, self.device, self.on_metrics = cfg, out, rank, world, device, on_metrics
+        self.ckpt_root, self.stop = out / "checkpoints", False
+
+    def emit(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if self.on_metrics is not None:
+                self.on_metrics(record)
+            if "loss" in record:
+                log.info("%s step %d: %s", record["split"], record["step"],
+                         ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float)))
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def run(self, shards: str | Path, shards2: str | Path | None, resume: bool, stop_at: int | None) -> PretrainResult:
+        cfg = self.cfg
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision fp16 needs CUDA (for its gradient scaling); use bf16 on CPU")
+        n2 = round(cfg.steps * cfg.phase2_fraction) if shards2 is not None else 0
+        self.phases = [(Path(shards), cfg.steps - n2, cfg.batch_size)]
+        if shards2 is not None:
+            self.phases.append((Path(shards2), n2, cfg.phase2_batch_size or cfg.batch_size))
+        mcfg = self._check_inputs()
+        if not resume and list(self.ckpt_root.glob("step-*")):
+            raise FileExistsError(f"{self.ckpt_root} holds checkpoints; resume, or choose another out_dir")
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.raw = BertForPreTraining(mcfg).to(self.device)
+        if self.rank:
+            torch.manual_seed(cfg.seed + 1_000_003 * self.rank)  # own dropout masks per rank
+        model: torch.nn.Module = self.raw
+        if self.world > 1:  # without NSP the pooler and NSP head get no gradient
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=not self.use_nsp)
+        if cfg.compile:
+            model = torch.compile(model)
+        self.opt = build_optimizer(self.raw, cfg.optim)
+        self.sched = build_scheduler(self.opt, cfg.optim, cfg.steps)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        step = self._resume()
+        self.emit({"event": "start", "step": step, "world_size": self.world, "device": str(self.device),
+                   "parameters": self.raw.num_parameters(), "model": mcfg.model_dump(), "config": cfg.model_dump(mode="json")})
+        main_thread = threading.current_thread() is threading.main_thread()
+        prev = signal.signal(signal.SIGTERM, self._on_sigterm) if main_thread else None
+        try:
+            return self._train(model, step, stop_at)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        log.warning("SIGTERM: stopping after this step with a checkpoint")
+        self.stop = True
+
+    def _check_inputs(self) -> BertConfig:
+        manifests = [load_shards_manifest(path) for path, _, _ in self.phases]
+        vocab = manifests[0][1]["vocab"]
+        mcfg = BertConfig.from_preset(self.cfg.preset, **{"vocab_size": vocab["size"], "pad_token_id": vocab["pad_id"],
+                                                          **self.cfg.model.overrides()})
+        modes = {m["config"]["nsp_mode"] for _, m in manifests}
+        if len(modes) > 1:
+            raise ValueError(f"the phases' shards differ in nsp_mode: {sorted(modes)}")
+        for p, m in manifests:
+            if self.cfg.masking is not None and not m["config"]["dynamic"]:
+                raise ValueError(f"{p}: masking can only be set for shards built with dynamic=True")
+            if m["vocab"]["size"] > mcfg.vocab_size:
+                raise ValueError(f"{p}: shards use a vocabulary of {m['vocab']['size']} tokens but the model's "
+                                 f"vocab_size is {mcfg.vocab_size}; rebuild the shards or enlarge the model")
+            if m["config"]["max_seq_length"] > mcfg.max_position_embeddings:
+                raise ValueError(f"{p}: max_seq_length {m['config']['max_seq_length']} exceeds the model's "
+                                 f"max_position_embeddings {mcfg.max_position_embeddings}")
+        vocab_file = Path(manifests[0][1].get("tokenizer_dir") or "") / "vocab.txt"
+        # A causal model is trained as a left-to-right LM: next-token prediction on the
+        # unmasked text, and no NSP (its [CLS] sees only itself): the paper's "LTR & No NSP".
+        self.ltr = mcfg.causal
+        self.vocab_file, self.use_nsp = vocab_file if vocab_file.is_file() else None, modes != {"none"} and not self.ltr
+        return mcfg
+
+    def _loader(self, phase: int, skip: int) -> Any:
+        path, _, bs = self.phases[phase]
+        ds = ShardDataset(path, "train", batch_size=bs, seed=self.cfg.seed + phase, shuffle_buffer=self.cfg.shuffle_buffer,
+                          rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to, masking=self.cfg.masking,
+                          skip_batches=skip)
+        gen = torch.Generator().manual_seed(self.cfg.seed)  # the loader's seed draw leaves the global RNG alone
+        return iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers,
+                                                pin_memory=self.device.type == "cuda", generator=gen))
+
+    def _forward(self, model, b: dict[str, torch.Tensor]) -> tuple[Any, torch.Tensor]:
+        """Losses, and the batch's ``STATS`` as one float64 tensor (one all-reduce for them all)."""
+        p = self.cfg.precision
+        with nullcontext() if p == "fp32" else torch.autocast(self.device.type, torch.bfloat16 if p == "bf16" else torch.float16):
+            if self.ltr:
+                ids, labels = ltr_targets(b["input_ids"], b["attention_mask"], b["masked_positions"], b["masked_lm_labels"])
+                o = model(ids, b["token_type_ids"], b["attention_mask"])  # logits at every position
+                o = o._replace(mlm_logits=o.mlm_logits[:, :-1])  # (B, T-1, V): position t predicts token t+1
+            else:
+                o = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], b["masked_positions"])
+                labels = b["masked_lm_labels"]
+        nsl = b["next_sentence_label"]
+        lo = pretraining_loss(o.mlm_logits, o.nsp_logits, labels, nsl if self.use_nsp else None)
+        n_mlm, zero = (labels != -100).sum(), torch.zeros((), device=nsl.device)
+        stats = {"loss": lo.loss, "mlm_loss": lo.mlm_loss, "nsp_loss": zero if lo.nsp_loss is None else lo.nsp_loss,
+                 "mlm_correct": (lo.mlm_accuracy * n_mlm).round(), "mlm_count": n_mlm,
+                 "nsp_correct": (o.nsp_logits.argmax(-1) == nsl).sum() if self.use_nsp else zero,
+                 "nsp_count": zero + (len(nsl) if self.use_nsp else 0),
+                 "tokens": b["attention_mask"].sum(), "padded_tokens": zero + b["input_ids"].numel(), "stop": zero}
+        return lo, torch.stack([stats[k].detach().double() for k in STATS])
+
+    def _train(self, model, step: int, stop_at: int | None) -> PretrainResult:
+        cfg, res = self.cfg, PretrainResult(self.out, step, parameters=self.raw.num_parameters())
+        starts = np.cumsum([0] + [n for _, n, _ in self.phases])
+        window, n_win, t_win, it, phase, first = torch.zeros(len(STATS), dtype=torch.float64), 0, 0.0, None, -1, True
+        if step == 0 and cfg.eval_every:  # the starting point of the held-out curves
+            res.eval = self._evaluate(0, 0)
+        while step < cfg.steps:
+            if (ph := int(np.searchsorted(starts, step, side="right")) - 1) != phase:
+                phase, it = ph, self._loader(ph, (step - int(starts[ph])) * cfg.grad_accum)
+            t0, stats = time.perf_counter(), torch.zeros(len(STATS), dtype=torch.float64, device=self.device)
+            for micro in range(cfg.grad_accum):
+                b = {k: v.to(self.device, non_blocking=True) for k, v in next(it).items()}
+                if first:  # evidence of the data partition: each rank's first rows
+                    rows, first = [b["row_id"].tolist()] * self.world, False
+                    if self.world > 1:
+                        dist.all_gather_object(rows, rows[0])
+                    self.emit({"event": "data", "step": step, "first_row_ids_by_rank": rows})
+                with model.no_sync() if self.world > 1 and micro < cfg.grad_accum - 1 else nullcontext():
+                    lo, s = self._forward(model, b)
+                    self.scaler.scale(lo.loss / cfg.grad_accum).backward()
+                stats += s
+            stats[STAT["stop"]] = float(self.stop or step + 1 == stop_at)  # any rank's stop stops all (summed)
+            if self.world > 1:
+                dist.all_reduce(stats)
+            stats = stats.cpu()
+            loss, lr = stats[STAT["loss"]].item() / (self.world * cfg.grad_accum), self.opt.param_groups[0]["lr"]
+            if not math.isfinite(loss):
+                good = sorted(self.ckpt_root.glob("step-*"))
+                raise FloatingPointError(f"step {step + 1}: loss is {loss}; stopped before updating the weights. "
+                                         f"Last good checkpoint: {good[-1] if good else 'none'}")
+            if cfg.optim.clip_norm is not None:
+                self.scaler.unscale_(self.opt)
+                norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.optim.clip_norm)
+                if cfg.precision != "fp16" and not torch.isfinite(norm):  # fp16: the scaler skips such steps
+                    raise FloatingPointError(f"step {step + 1}: gradient norm is {norm.item()}; stopped before updating")
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.opt.zero_grad(set_to_none=True)
+            self.sched.step()
+            step += 1
+            res.losses[step], stop = loss, bool(stats[STAT["stop"]].item())
+            window, n_win, t_win = window + stats, n_win + 1, t_win + time.perf_counter() - t0
+            if step % cfg.log_every == 0 or step == cfg.steps or stop:
+                res.train = self._train_record(step, phase, window, n_win, t_win, lr)
+                window, n_win, t_win = torch.zeros_like(window), 0, 0.0
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                res.eval = self._evaluate(step, phase) or res.eval
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps or stop or step in cfg.keep_steps:
+                self._save(step, {"phase": phase, "batches": (step - int(starts[phase])) * cfg.grad_accum})
+            if stop:
+                res.interrupted = True
+                break
+        res.step = step
+        if step >= cfg.steps:
+            res.final_dir = self.out / "final"
+            if self.rank == 0:
+                hf.save_checkpoint(self.raw, res.final_dir, self.vocab_file)
+            self.barrier()
+        return res
+
+    def _train_record(self, step: int, phase: int, window: torch.Tensor, n: int, secs: float, lr: float) -> dict[str, Any]:
+        per, w = self.world * self.cfg.grad_accum * n, dict(zip(STATS, window.tolist(), strict=True))
+        rec = {"split": "train", "step": step, "phase": phase + 1, "loss": w["loss"] / per, "mlm_loss": w["mlm_loss"] / per,
+               "mlm_acc": w["mlm_correct"] / max(w["mlm_count"], 1), "nsp_loss": w["nsp_loss"] / per if self.use_nsp else None,
+               "nsp_acc": w["nsp_correct"] / max(w["nsp_count"], 1) if self.use_nsp else None, "lr": lr,
+               "tokens_per_s": w["tokens"] / max(secs, 1e-9), "world_size": self.world}  # tokens: non-padding, all ranks
+        if self.device.type == "cuda" and (peak := peak_flops(self.device, self.cfg.precision)):
+            # 6 flops per weight per token (forward + backward) over the encoder; the MLM decoder only at masked slots.
+            c, seq_len = self.raw.config, w["padded_tokens"] / (per * self.phases[phase][2])  # mean padded length
+            dense = self.raw.num_parameters() - sum(p.numel() for p in self.raw.bert.embeddings.parameters())
+            flops = ((6 * dense + 12 * c.num_hidden_layers * c.hidden_size * seq_len) * w["padded_tokens"]
+                     + 6 * c.vocab_size * c.hidden_size * w["mlm_count"])
+            rec["mfu"] = flops / max(secs, 1e-9) / (peak * self.world)
+        self.emit(rec)
+        return rec
+
+    @torch.no_grad()
+    def _evaluate(self, step: int, phase: int) -> dict[str, Any] | None:
+        # Held-out rows keep the shards' own masking even when training masks differently
+        # (cfg.masking), so runs that vary the masking are compared on the same task.
+        ds = ShardDataset(self.phases[phase][0], "eval", batch_size=self.phases[phase][2], seed=self.cfg.seed, shuffle=False,
+                          epochs=1, rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to)
+        if ds.num_rows == 0:
+            return None
+        self.raw.eval()
+        # batch losses are means: weight them by their counts so the result is a mean over predictions
+        sums = torch.zeros(len(STATS), dtype=torch.float64, device=self.device)
+        for _, b in zip(range(self.cfg.eval_batches), ds):
+            _, s = self._forward(self.raw, {k: v.to(self.device) for k, v in b.items()})
+            s[STAT["mlm_loss"]] *= s[STAT["mlm_count"]]
+            s[STAT["nsp_loss"]] *= s[STAT["nsp_count"]]
+            sums += s
+        self.raw.train()
+        if self.world > 1:
+            dist.all_reduce(sums)
+        s = dict(zip(STATS, sums.tolist(), strict=True))
+        mlm = s["mlm_loss"] / max(s["mlm_count"], 1)
+        nsp = s["nsp_loss"] / max(s["nsp_count"], 1) if self.use_nsp else None
+        rec = {"split": "eval", "step": step, "phase": phase + 1, "loss": mlm + (nsp or 0.0), "mlm_loss": mlm,
+               "mlm_acc": s["mlm_correct"] / max(s["mlm_count"], 1), "nsp_loss": nsp,
+               "nsp_acc": s["nsp_correct"] / max(s["nsp_count"], 1) if self.use_nsp else None, "predictions": int(s["mlm_count"])}
+        self.emit(rec)
+        return rec
+
+    def _save(self, step: int, data_pos: dict[str, int]) -> None:
+        # every rank writes its RNG state into the same temporary directory, which rank 0 then renames
+        final, tmp = self.ckpt_root / f"step-{step:07d}", self.ckpt_root / f".step-{step:07d}.tmp"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
+        with atomic_dir(final, replace=True, work=tmp) if self.rank == 0 else nullcontext():
+            if self.rank == 0:
+                hf.save_checkpoint(self.raw, tmp / "model", self.vocab_file)
+                torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                            "scaler": self.scaler.state_dict(), "step": step, "data": data_pos}, tmp / "trainer.pt")
+                state = {"step": step, "data": data_pos, "world_size": self.world, "config": self.cfg.model_dump(mode="json")}
+                (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+            self.barrier()
+            torch.save(capture_rng(self.device), tmp / f"rng-rank{self.rank}.pt")
+            self.barrier()
+        if self.rank == 0:
+            rolling = [p for p in sorted(self.ckpt_root.glob("step-*")) if int(p.name[5:]) not in self.cfg.keep_steps]
+            for old in rolling[: -self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            log.info("checkpoint %s", final)
+        self.barrier()
+
+    def _resume(self) -> int:
+        """Load the newest checkpoint; drop metrics records past it. Returns the step to continue from."""
+        found, mpath, step = sorted(self.ckpt_root.glob("step-*")), self.out / "metrics.jsonl", 0
+        if found:
+            d = found[-1]
+            state = json.loads((d / "state.json").read_text())
+            old = PretrainConfig.model_validate(state["config"]).model_dump(mode="json", exclude=FREE_FIELDS)
+            diff = sorted(k for k, v in self.cfg.model_dump(mode="json", exclude=FREE_FIELDS).items() if old.get(k) != v)
+            if diff:
+                raise ValueError(f"{d} was written with a different config ({', '.join(diff)}); resuming would not "
+                                 "continue that run. Use the same options or another out_dir")
+            if state["world_size"] != self.world:
+                raise ValueError(f"{d} was written by {state['world_size']} processes, this run has {self.world}: "
+                                 "the data partition and RNG streams would differ")
+            self.raw.load_state_dict(hf.load_state_dict(d / "model"), strict=True)
+            tr = torch.load(d / "trainer.pt", map_location="cpu", weights_only=True)
+            self.opt.load_state_dict(tr["optimizer"])
+            self.sched.load_state_dict(tr["scheduler"])
+            self.scaler.load_state_dict(tr["scaler"])
+            restore_rng(torch.load(d / f"rng-rank{self.rank}.pt", map_location="cpu", weights_only=True), self.device)
+            step = int(tr["step"])
+            log.info("resumed from %s", d)
+        if self.rank == 0 and mpath.exists():
+            keep = [ln for ln in mpath.read_text().splitlines() if ln and step and json.loads(ln).get("step", 0) <= step]
+            mpath.write_text("".join(ln + "\n" for ln in keep))
+        self.barrier()
+        return step

@@ -1,0 +1,91 @@
+"""Atomic directories and the one definition of a complete stage output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bertpipe.core.stagedir import (
+    COMPLETE_MARKER,
+    MANIFEST,
+    atomic_dir,
+    is_complete,
+    publish_latest,
+    read_manifest,
+    resolve_stage_dir,
+    stage_dir,
+)
+
+
+def hidden(root):
+    return sorted(p.name for p in root.iterdir() if p.name.startswith("."))
+
+
+def test_a_directory_appears_only_when_its_block_succeeds(tmp_path):
+    final = tmp_path / "out"
+    with atomic_dir(final) as tmp:
+        (tmp / "a.txt").write_text("a")
+        assert not final.exists() and tmp.parent == tmp_path
+    assert (final / "a.txt").read_text() == "a" and hidden(tmp_path) == []
+
+    with pytest.raises(RuntimeError, match="boom"), atomic_dir(tmp_path / "failed") as tmp:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("boom")
+    assert not (tmp_path / "failed").exists() and hidden(tmp_path) == []
+
+
+def test_the_first_writer_wins_and_replace_swaps(tmp_path):
+    final = tmp_path / "out"
+    with atomic_dir(final) as ours:
+        (ours / "who").write_text("ours")
+        with atomic_dir(final) as theirs:  # a concurrent writer finishes first
+            (theirs / "who").write_text("theirs")
+    assert (final / "who").read_text() == "theirs" and hidden(tmp_path) == []
+
+    with atomic_dir(final, replace=True) as tmp:  # checkpoints: a newer copy replaces the old one
+        (tmp / "who").write_text("newer")
+    assert (final / "who").read_text() == "newer" and hidden(tmp_path) == []
+
+
+def test_a_fixed_work_directory_survives_a_failure(tmp_path):
+    work = tmp_path / ".out.partial"
+    with pytest.raises(KeyboardInterrupt), atomic_dir(tmp_path / "out", work=work):
+        (work / "checkpoint").write_text("step 3")
+        raise KeyboardInterrupt
+    assert (work / "checkpoint").read_text() == "step 3" and not (tmp_path / "out").exists()
+    with atomic_dir(tmp_path / "out", work=work):
+        (work / "final").write_text("done")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint", "final"] and not work.exists()
+
+
+def test_complete_means_manifest_and_marker(tmp_path):
+    with pytest.raises(RuntimeError, match="wrote no manifest.json"), stage_dir(tmp_path / "none"):
+        pass
+    assert not (tmp_path / "none").exists()
+
+    leftover = tmp_path / "fp"
+    leftover.mkdir()
+    (leftover / MANIFEST).write_text("{}")  # what older versions left: a manifest without the marker
+    assert not is_complete(leftover)
+    with pytest.raises(FileNotFoundError, match="not a complete stage output"):
+        read_manifest(leftover)
+    with stage_dir(leftover) as tmp:
+        (tmp / MANIFEST).write_text(json.dumps({"stage": "toy"}))
+    assert is_complete(leftover) and (leftover / COMPLETE_MARKER).is_file() and read_manifest(leftover) == {"stage": "toy"}
+    (leftover / COMPLETE_MARKER).unlink()
+    assert not is_complete(leftover)
+
+
+def test_a_root_resolves_through_latest_and_the_stage_is_checked(tmp_path):
+    with stage_dir(tmp_path / "abc") as tmp:
+        (tmp / MANIFEST).write_text(json.dumps({"stage": "shards"}))
+    publish_latest(tmp_path, "abc")
+    assert resolve_stage_dir(tmp_path) == resolve_stage_dir(tmp_path / "abc", "shards") == tmp_path / "abc"
+    with pytest.raises(ValueError, match="holds a 'shards' output; expected 'ingest'"):
+        resolve_stage_dir(tmp_path, "ingest")
+    with pytest.raises(FileNotFoundError, match="neither a complete stage output nor a stage root"):
+        resolve_stage_dir(tmp_path / "missing")
+    publish_latest(tmp_path, "gone")
+    with pytest.raises(FileNotFoundError, match="points to .*gone"):
+        resolve_stage_dir(tmp_path)

@@ -1,0 +1,290 @@
+"""The Prefect flow with a real Prefect (test harness, then a real local server) and a real
+MLflow SQLite store: caching by fingerprint, selective re-runs, validation, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bertpipe.core.stagedir import is_complete
+from tests.conftest import ROOT, SAMPLE
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+TINY_MODEL = {"hidden_size": 36, "num_attention_heads": 3, "num_hidden_layers": 2, "intermediate_size": 72}
+
+
+def overrides(tmp: Path, **pretrain) -> dict:
+    return {
+        "corpus": [str(SAMPLE / "the-war-of-the-worlds-part.txt")],
+        "work_dir": str(tmp / "work"),
+        "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+        "wordpiece": {"vocab_size": 1500},
+        "shards": {"dupe_factor": 1, "max_seq_length": 64, "workers": 1},
+        "ingest": {"workers": 1},
+        "pretrain": {"model": TINY_MODEL, "steps": 4, "batch_size": 8, "eval_every": 2, "eval_batches": 2,
+                     "log_every": 1, "checkpoint_every": 0, **pretrain},
+    }
+
+
+def children(uri: str, parent: str) -> dict[str, dict[str, str]]:
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()], f"tags.`mlflow.parentRunId` = '{parent}'")
+    # stage runs by stage name; a nested flow's run (the finetune subflow) by its run name's first word
+    return {r.data.tags.get("bertpipe.stage", r.info.run_name.split()[0]): r.data.tags | {"run_id": r.info.run_id} for r in runs}
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining(harness, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.pretrain import pretrain_flow
+
+    ov = overrides(tmp_path)
+    uri = ov["tracking_uri"]
+    first = pretrain_flow("tiny", ov)
+    built = children(uri, first["mlflow_run_id"])
+    assert set(built) == {"ingest", "wordpiece", "shards", "pretrain"}
+    assert all(t["bertpipe.cache_hit"] == "false" for t in built.values())
+    c = MlflowClient(uri)
+    pre = c.get_run(built["pretrain"]["run_id"])
+    assert "train_mlm_loss" in pre.data.metrics and "eval_mlm_acc" in pre.data.metrics
+    assert len(c.get_metric_history(pre.info.run_id, "train_loss")) == 4, "a per-step training curve"
+    arts = {a.path for a in c.list_artifacts(pre.info.run_id)}
+    assert {"plots", "model-hf"} <= arts
+    assert {a.path for a in c.list_artifacts(built["wordpiece"]["run_id"])} == {"vocab.txt"}
+    assert (Path(first["model"]) / "model.safetensors").is_file()
+
+    # the command line's pretraining of the same config on the flow's shards lands in a directory of the same name
+    from bertpipe.experiments.pipeline import load_pipeline_config
+
+    (tmp_path / "pretrain.json").write_text(load_pipeline_config("tiny", ov).pretrain.model_dump_json())
+    cli_root = tmp_path / "cli"
+    done = subprocess.run([sys.executable, "-m", "bertpipe.cli.main", "pretrain", built["shards"]["bertpipe.path"],
+                           "--out", str(cli_root), "--config", str(tmp_path / "pretrain.json")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert is_complete(cli_root / first["pretrain"]) and Path(built["pretrain"]["bertpipe.path"]).name == first["pretrain"]
+
+    t0 = time.perf_counter()
+    second = pretrain_flow("tiny", ov)
+    elapsed = time.perf_counter() - t0
+    again = children(uri, second["mlflow_run_id"])
+    assert all(t["bertpipe.cache_hit"] == "true" for t in again.values()), again
+    assert all(again[s]["bertpipe.produced_by"] == built[s]["run_id"] for s in built)
+    assert second["pretrain"] == first["pretrain"]
+    print(f"fully cached rerun: {elapsed:.1f} s")
+    assert elapsed < 15
+
+    ov["shards"]["masking"] = {"masked_lm_prob": 0.3, "max_predictions_per_seq": 20}
+    third = children(uri, pretrain_flow("tiny", ov)["mlflow_run_id"])
+    ran = {s for s, t in third.items() if t["bertpipe.cache_hit"] == "false"}
+    assert ran == {"shards", "pretrain"}
+
+
+@pytest.mark.parametrize("preset,bad,message", [
+    ("nope", {}, "unknown preset 'nope'"),
+    ("tiny", {"pretrain": {"steps": -3}}, "greater than or equal to 1"),
+    ("tiny", {"shards": {"masking": {"mask_split": [0.5, 0.5, 0.5]}}}, "summing to 1"),
+    ("tiny", {"corpus": ["/no/such/corpus.txt"]}, "no such file"),
+    ("tiny", {"evaluate_steps": [2]}, "evaluate_steps needs tasks"),
+])
+def test_invalid_parameters_fail_before_any_stage(harness, tmp_path, preset, bad, message):
+    from prefect.client.orchestration import get_client
+
+    from flows.pretrain import pretrain_flow
+
+    ov = overrides(tmp_path)
+    for k, v in bad.items():
+        ov[k] = {**ov[k], **v} if isinstance(v, dict) and isinstance(ov.get(k), dict) else v
+    state = pretrain_flow(preset, ov, return_state=True)
+    assert state.is_failed() and message in str(state.message) + repr(state.result(raise_on_failure=False))
+    assert not (tmp_path / "work").exists() and not (tmp_path / "mlflow.db").exists()
+
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def task_runs():
+        async with get_client() as client:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            return await client.read_task_runs(flow_run_filter=flt)
+
+    import asyncio
+
+    assert asyncio.run(task_runs()) == []
+
+
+def test_evaluate_steps_fine_tune_kept_checkpoints_and_report_progress(harness, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.sweep import sweep_flow
+
+    ov = overrides(tmp_path, steps=4, checkpoint_every=1, keep_checkpoints=1)
+    f = str(ROOT / "tests" / "fixtures" / "tasks" / "finefoods.tsv")
+    ov["evaluate"] = [{"name": "ff", "train": f, "eval": f,
+                       "config": {"task": "classify", "epochs": 1, "batch_size": 4, "max_seq_length": 32}}]
+    ov["evaluate_steps"] = [2]
+    out = sweep_flow("nsp", ov, seeds=[1], grid={"pretrain.model.causal": [False, True]}, experiment="progress", preset="tiny")
+    client = MlflowClient(ov["tracking_uri"])
+    for rid in out["runs"]:
+        hist = client.get_metric_history(rid, "ff_accuracy")
+        assert sorted(h.step for h in hist) == [2, 4]
+        pre = children(ov["tracking_uri"], rid)["pretrain"]
+        kept = sorted(p.name for p in (Path(pre["bertpipe.path"]) / "checkpoints").iterdir())
+        assert kept == ["step-0000002", "step-0000004"], "the rolling window keeps one; step 2 is kept for evaluation"
+    assert "## Downstream score against pretraining steps" in out["report"]
+    assert "| causal=True | " in out["report"] and "step 2 | step 4" in out["report"]
+    with pytest.raises(ValueError, match="between 0 and pretrain.steps"):
+        from bertpipe.experiments.pipeline import load_pipeline_config
+
+        load_pipeline_config("tiny", {**ov, "evaluate_steps": [4]})
+
+
+def test_sweep_reports_from_mlflow_and_a_rerun_recomputes_nothing(harness, tmp_path):
+    import csv
+
+    from mlflow.tracking import MlflowClient
+
+    from flows.sweep import sweep_flow
+
+    ov = overrides(tmp_path, steps=3)
+    f = str(ROOT / "tests" / "fixtures" / "tasks" / "finefoods.tsv")
+    ov["evaluate"] = [{"name": "ff", "train": f, "eval": f,
+                       "config": {"task": "classify", "epochs": 1, "batch_size": 4, "max_seq_length": 32}}]
+    grid = {"pretrain.model.embedding_fusion": ["sum", "concat"], "finetune.pooling": ["cls", "mean"]}
+    out = sweep_flow("fusion", ov, seeds=[1, 2], grid=grid, experiment="sweep-test", preset="tiny")
+    client = MlflowClient(ov["tracking_uri"])
+    assert len(out["runs"]) == 8
+    runs = [client.get_run(r) for r in out["runs"]]
+    assert all(r.data.tags["mlflow.parentRunId"] == out["mlflow_run_id"] for r in runs)
+    assert {(r.data.tags["bertpipe.variant"], r.data.tags["bertpipe.seed"]) for r in runs} == {
+        (f"embedding_fusion={e}, pooling={p}", s) for e in ("sum", "concat") for p in ("cls", "mean") for s in ("1", "2")}
+    # pooling only changes fine-tuning: one pretraining per (fusion, seed), served from cache for the other pooling
+    pre = [children(ov["tracking_uri"], r.info.run_id)["pretrain"]["bertpipe.cache_hit"] for r in runs]
+    assert pre.count("false") == 4 and pre.count("true") == 4
+
+    arts = {a.path for a in client.list_artifacts(out["mlflow_run_id"], "report")}
+    assert arts == {f"report/{n}" for n in ("report.md", "runs.csv", "summary.csv", "metrics.png", "curves.png")}
+    summary = list(csv.DictReader(open(client.download_artifacts(out["mlflow_run_id"], "report/summary.csv", str(tmp_path)))))
+    assert [r["variant"] for r in summary] == ["embedding_fusion=sum, pooling=cls", "embedding_fusion=sum, pooling=mean",
+                                               "embedding_fusion=concat, pooling=cls", "embedding_fusion=concat, pooling=mean"]
+    for row in summary:  # mean over the two seeds' MLflow metrics
+        mine = [r for r in runs if r.data.tags["bertpipe.variant"] == row["variant"]]
+        for m in ("final_mlm_loss", "ff_accuracy"):
+            assert float(row[f"{m}_mean"]) == pytest.approx(sum(r.data.metrics[m] for r in mine) / 2)
+        assert row["n"] == "2"
+    params = {r["variant"].split(",")[0]: float(r["parameters_mean"]) for r in summary}
+    assert params["embedding_fusion=concat"] > params["embedding_fusion=sum"], "concatenated embeddings add a projection"
+    assert "| embedding_fusion=sum, pooling=cls | 1,2 |" in out["report"]
+
+    # the report regenerates from MLflow alone, into a fresh folder
+    from bertpipe.cli.main import main as cli
+
+    cli(["report", "sweep-test", "--tracking-uri", ov["tracking_uri"], "--out", str(tmp_path / "again"), "--no-log"])
+    assert list(csv.DictReader(open(tmp_path / "again" / "summary.csv"))) == summary
+    assert (tmp_path / "again" / "curves.png").stat().st_size > 10_000
+
+    # a finished sweep re-run recomputes nothing and reproduces the table
+    again = sweep_flow("fusion", ov, seeds=[1, 2], grid=grid, experiment="sweep-test", preset="tiny")
+    for rid in again["runs"]:
+        kids = children(ov["tracking_uri"], rid)
+        tuned = children(ov["tracking_uri"], kids.pop("finetune")["run_id"])
+        assert set(kids) == {"ingest", "wordpiece", "shards", "pretrain"} and set(tuned) == {"finetune:ff"}
+        assert all(t["bertpipe.cache_hit"] == "true" for t in [*kids.values(), *tuned.values()])
+    table = [{k: v for k, v in r.items()} for r in csv.DictReader(open(
+        client.download_artifacts(again["mlflow_run_id"], "report/summary.csv", str(tmp_path / "b"))))]
+    assert table == summary
+
+
+def test_data_stages_on_a_dask_local_cluster_match_the_local_runner(harness, tmp_path):
+    from prefect_dask import DaskTaskRunner
+
+    from flows.pretrain import pretrain_flow
+
+    local = overrides(tmp_path / "local")
+    local["ingest"]["workers"] = local["shards"]["workers"] = 2
+    dask = overrides(tmp_path / "dask")
+    # one vocabulary file for both: WordPiece training itself is not bit-reproducible (tokenizers#1794)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text((ROOT / "tests" / "fixtures" / "vocab-small.txt").read_text())
+    local["wordpiece"] = dask["wordpiece"] = {"vocab_file": str(vocab)}
+    a = pretrain_flow("tiny", local)
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
+    b = pretrain_flow.with_options(task_runner=runner)("tiny", dask)
+    for stage in ("ingest", "wordpiece", "shards"):
+        assert a[stage] == b[stage]
+    la = sorted((tmp_path / "local" / "work" / "shards" / a["shards"]).glob("*.parquet"))
+    lb = sorted((tmp_path / "dask" / "work" / "shards" / b["shards"]).glob("*.parquet"))
+    assert la and [p.name for p in la] == [p.name for p in lb]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(la, lb))
+
+
+def test_two_devices_launch_torchrun_and_track_the_run(harness, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.pretrain import pretrain_flow
+
+    ov = overrides(tmp_path, steps=4, devices=2)
+    out = pretrain_flow("tiny", ov)
+    run = MlflowClient(ov["tracking_uri"]).get_run(children(ov["tracking_uri"], out["mlflow_run_id"])["pretrain"]["run_id"])
+    records = [json.loads(line) for line in (Path(out["model"]).parent / "metrics.jsonl").open()]
+    assert next(r for r in records if r.get("event") == "start")["world_size"] == 2
+    assert run.data.metrics["train_world_size"] == 2 and "eval_mlm_loss" in run.data.metrics
+
+
+def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from flows.pretrain import pretrain_flow
+
+    ov = overrides(tmp_path, steps=2)
+    f = str(ROOT / "tests" / "fixtures" / "tasks" / "finefoods.tsv")
+    ov["evaluate"] = [{"name": "finefoods", "train": f, "eval": f,
+                       "config": {"task": "classify", "epochs": 1, "batch_size": 4, "max_seq_length": 32}}]
+    out = pretrain_flow("tiny", ov)
+    client = MlflowClient(ov["tracking_uri"])
+    parent = client.get_run(out["mlflow_run_id"])
+    assert 0.0 <= parent.data.metrics["finefoods_accuracy"] <= 1.0
+    ft_parent = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                   f"tags.`mlflow.parentRunId` = '{out['mlflow_run_id']}' and tags.`bertpipe.checkpoint` = '{out['model']}'")
+    assert len(ft_parent) == 1
+    kids = children(ov["tracking_uri"], ft_parent[0].info.run_id)
+    assert set(kids) == {"finetune:finefoods"}
+    run = client.get_run(kids["finetune:finefoods"]["run_id"])
+    assert run.data.metrics["accuracy"] == parent.data.metrics["finefoods_accuracy"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json"}
+    assert run.data.tags["bertpipe.cache_hit"] == "false"
+
+    again = pretrain_flow("tiny", ov)  # everything cached, fine-tuning included
+    kids = children(ov["tracking_uri"], client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"tags.`mlflow.parentRunId` = '{again['mlflow_run_id']}' and tags.`bertpipe.checkpoint` = '{out['model']}'")[0].info.run_id)
+    rerun = client.get_run(kids["finetune:finefoods"]["run_id"])
+    assert rerun.data.tags["bertpipe.cache_hit"] == "true" and rerun.data.tags["bertpipe.produced_by"] == run.info.run_id
+    assert rerun.data.metrics["accuracy"] == run.data.metrics["accuracy"]
+
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    async def finetune_states():
+        async with get_client() as c:
+            runs = await c.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="finetune:")))
+            return [r.state.name for r in sorted(runs, key=lambda r: r.created)]
+
+    assert asyncio.run(finetune_states())[-2:] == ["Completed", "Cached"]  # Prefect's cache key is the fine-tune's fingerprint

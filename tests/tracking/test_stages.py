@@ -1,0 +1,79 @@
+"""What each stage logs to a real MLflow store (SQLite), and the runs of one pipeline run."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bertpipe.core.stage import run_stage
+from bertpipe.data.ingest import IngestConfig, IngestStage
+from bertpipe.data.wordpiece import WordPieceConfig, WordPieceStage
+from bertpipe.tracking import PipelineRun, metric_logger, tags
+from tests.conftest import FIXTURES, SAMPLE
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return uri, MlflowClient(uri)
+
+
+def test_stage_runs_carry_fingerprint_config_counts_and_artifacts(store, tmp_path):
+    uri, client = store
+    docs = run_stage(IngestStage(IngestConfig(workers=1), [SAMPLE / "the-war-of-the-worlds-part.txt"]), tmp_path / "docs")
+    vocab = run_stage(WordPieceStage(WordPieceConfig(vocab_file=FIXTURES / "vocab-small.txt"), None), tmp_path / "tok")
+    run = PipelineRun(uri, "exp", "a run", {"custom": "tag"}, {"ingest": {"min_doc_chars": 50}})
+    for result, cfg in ((docs, {"workers": 1}), (vocab, {"vocab_size": 3})):
+        child = run.open_stage(result.stage, result.fingerprint, cfg)
+        run.close_stage(child, result, cached=False)
+    run.finish(True)
+
+    parent = client.get_run(run.run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["custom"] == "tag"
+    assert parent.data.params["ingest.min_doc_chars"] == "50"
+    kids = {r.data.tags[tags.STAGE]: r for r in client.search_runs([run.exp], f"tags.`{tags.PARENT}` = '{run.run_id}'")}
+    assert set(kids) == {"ingest", "wordpiece"}
+    ing = kids["ingest"]
+    assert ing.data.tags[tags.FINGERPRINT] == docs.fingerprint and ing.data.tags[tags.CACHE_HIT] == "false"
+    assert ing.data.tags[tags.PATH] == str(docs.path) and ing.data.params["ingest.workers"] == "1"
+    assert ing.data.metrics["count_documents"] == docs.manifest["counts"]["documents"] > 0
+    assert {a.path for a in client.list_artifacts(ing.info.run_id)} == {"manifest.json"}
+    assert {a.path for a in client.list_artifacts(kids["wordpiece"].info.run_id)} == {"vocab.txt"}
+
+
+def test_a_cache_hit_links_to_the_run_that_built_it(store, tmp_path):
+    uri, client = store
+    vocab = run_stage(WordPieceStage(WordPieceConfig(vocab_file=FIXTURES / "vocab-small.txt"), None), tmp_path / "tok")
+    first = PipelineRun(uri, "exp", "first", {}, {})
+    built = first.close_stage(first.open_stage("wordpiece", vocab.fingerprint, {}), vocab, cached=False)
+    first.finish(True)
+    second = PipelineRun(uri, "exp", "second", {}, {})
+    child = second.open_stage("wordpiece", vocab.fingerprint, {})
+    second.close_stage(child, built, cached=True)
+    second.finish(True)
+    producer = client.search_runs([first.exp], f"tags.`{tags.PARENT}` = '{first.run_id}'")[0].info.run_id
+    hit = client.get_run(child)
+    assert hit.data.tags[tags.CACHE_HIT] == "true" and hit.data.tags[tags.PRODUCED_BY] == producer
+    assert hit.data.tags[tags.RUN_NAME] == "wordpiece (cached)"
+
+
+def test_a_failed_pipeline_leaves_no_running_child(store):
+    uri, client = store
+    run = PipelineRun(uri, "exp", "failing", {}, {})
+    child = run.open_stage("shards", "0123456789abcdef", {})
+    run.finish(False)  # the stage raised before it could be closed
+    assert client.get_run(child).info.status == "FAILED" and client.get_run(run.run_id).info.status == "FAILED"
+
+
+def test_training_records_become_step_metrics(store):
+    uri, client = store
+    run = PipelineRun(uri, "exp", "training", {}, {})
+    log = metric_logger(uri, run.run_id)
+    log({"event": "start", "step": 0, "parameters": 1234})
+    for step in (10, 20):
+        log({"split": "train", "step": step, "phase": 1, "loss": 1.0 / step, "nsp_acc": None})
+    log({"split": "eval", "step": 20, "phase": 1, "mlm_acc": 0.25})
+    hist = client.get_metric_history(run.run_id, "train_loss")
+    assert [(h.step, h.value) for h in hist] == [(10, 0.1), (20, 0.05)]
+    m = client.get_run(run.run_id).data.metrics
+    assert m["parameters"] == 1234 and m["eval_mlm_acc"] == 0.25 and "train_nsp_acc" not in m and "train_phase" not in m
