@@ -1,7 +1,7 @@
 """Declare and serve every deployment: ``python deployments/serve.py`` (stops on SIGTERM).
 
 pretrain/tiny (CPU minutes on the sample corpus), pretrain/base (BERT-Base, the paper's
-recipe), pretrain/large, one sweep/<name> per file in deployments/sweeps/ (masking-rate,
+recipe), pretrain/large, one sweep/<name> per shipped sweep (masking-rate, convergence,
 masking-split, fusion, nsp, size, pooling: variants x seeds on the shared corpora, then a
 report), and finetune/default (a checkpoint on the four shared downstream tasks). Each
 deployment is just a preset or sweep name; runs take JSON overrides, e.g.

@@ -7,8 +7,8 @@ file name), ``title`` (string, null when unknown), ``sentences`` (list<string>),
 document's identity for duplicate dropping); plus ``manifest.json`` with counts, skips and
 per-file reports.
 
-Files are read in parallel, one process per file, each streaming its file into a temporary
-part and returning its documents' hashes. The main process then drops exact duplicates
+Each input file is one unit of the stage (``bertpipe.core.stage``), streamed into a temporary
+part that returns its documents' hashes; units run in parallel. Publishing then drops exact duplicates
 across all files in input order (the first copy wins), keeping only 16-byte hashes in
 memory, so memory is bounded by the number of distinct documents, not the corpus size. A
 part without duplicates is renamed into place; only parts with duplicates are rewritten.

@@ -258,7 +258,6 @@ def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_pa
     out = pretrain_flow("tiny", ov)
     client = MlflowClient(ov["tracking_uri"])
     parent = client.get_run(out["mlflow_run_id"])
-    assert 0.0 <= parent.data.metrics["finefoods_accuracy"] <= 1.0
     ft_parent = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                    f"tags.`mlflow.parentRunId` = '{out['mlflow_run_id']}' and tags.`bertpipe.checkpoint` = '{out['model']}'")
     assert len(ft_parent) == 1
