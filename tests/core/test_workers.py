@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
 
 from bertpipe.core.workers import parallel, pool_map
 
@@ -33,3 +40,30 @@ def test_a_daemonic_process_may_not_start_a_pool():
     p.start()
     p.join(60)
     assert q.get(timeout=5) is False and parallel(4, 10) is True
+
+
+SLEEPER = """
+import sys, time
+from bertpipe.core.workers import pool_map
+def nap(x):
+    time.sleep(300)
+if __name__ == "__main__":
+    print("started", flush=True)
+    list(pool_map(nap, list(range(4)), workers=2))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killing_the_parent_leaves_no_worker_behind(tmp_path, sig):
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "sleeper.py")], stdout=subprocess.PIPE, text=True)
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(parent.children(recursive=True)) < 3:  # forkserver + 2 workers
+        time.sleep(0.2)
+    family = parent.children(recursive=True)
+    assert len(family) >= 3, family
+    proc.send_signal(sig)
+    proc.wait(10)
+    gone, alive = psutil.wait_procs(family, timeout=5)
+    assert alive == [], f"left running after {sig.name}: {alive}"

@@ -1,0 +1,25 @@
+"""Imported first by the stage forkserver (``bertpipe.core.workers``): ties its life to its parent's.
+
+The forkserver cannot notice on its own that the stage's process died: every worker it forked
+holds a copy of the pipe it watches for that. So a daemon thread here polls the parent pid and
+exits the forkserver once it has been reparented; its workers, which asked the kernel for
+SIGKILL when the forkserver exits, follow. Polling rather than ``PR_SET_PDEATHSIG`` because the
+kernel ties that to the parent *thread*, and a stage may start the forkserver from a worker
+thread that ends long before the process does. Importing this module elsewhere would do the
+same to that process: don't.
+"""
+
+import os
+import threading
+import time
+
+_PARENT = os.getppid()
+
+
+def _watch() -> None:
+    while os.getppid() == _PARENT:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+threading.Thread(target=_watch, name="bertpipe-forkserver-guard", daemon=True).start()
