@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 
 from bertpipe import tracking
+from bertpipe.core.executors import units_executor
 from bertpipe.core.stage import StageResult, run_stage
 from bertpipe.experiments.pipeline import PipelineConfig, build_stage, load_pipeline_config, plan
 from bertpipe.train.stage import checkpoints_at
@@ -24,18 +25,21 @@ from flows.stagetask import stage_task, submit
 
 @stage_task(task_run_name="{name}")
 def pipeline_stage(fp: str, cfg: PipelineConfig, name: str, upstream: dict[str, StageResult], root: str,
-                   tracking_uri: str, run_id: str) -> StageResult:
-    """Stage ``name`` of ``cfg`` into ``root/<fp>``; pretraining logs its curves live to the MLflow run."""
-    return run_stage(build_stage(cfg, name, upstream, on_metrics=tracking.metric_logger(tracking_uri, run_id)), root)
+                   tracking_uri: str, run_id: str, dask_address: str | None) -> StageResult:
+    """Stage ``name`` of ``cfg`` into ``root/<fp>``; pretraining logs its curves live to the MLflow run.
+    Data stages spread their units over the Dask cluster at ``dask_address`` or the one this task runs on."""
+    stage = build_stage(cfg, name, upstream, on_metrics=tracking.metric_logger(tracking_uri, run_id))
+    return run_stage(stage, root, map_units=units_executor(stage, dask_address))
 
 
 @flow(name="pretrain", log_prints=True)
-def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None,
-                  parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, str]:
+def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None, parent_run_id: str | None = None,
+                  tags: dict[str, str] | None = None, dask_address: str | None = None) -> dict[str, str]:
     """Run the pipeline from a named preset with JSON overrides.
 
     Parameters are validated first: an unknown preset or an invalid value fails the run
-    here, before any stage starts.
+    here, before any stage starts. ``dask_address``: a Dask scheduler for the data stages' units
+    (under ``DaskTaskRunner`` its own cluster is used without it).
     """
     cfg = load_pipeline_config(preset, overrides)
     stages = plan(cfg)
@@ -51,7 +55,7 @@ def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None,
         for st in stages:
             child = run.open_stage(st.name, st.fingerprint, st.config.model_dump(mode="json"))
             result, cached = submit(pipeline_stage, st.root, st.fingerprint, cfg, st.name,
-                                    {n: done[n] for n in st.needs}, str(st.root), run.uri, child)
+                                    {n: done[n] for n in st.needs}, str(st.root), run.uri, child, dask_address)
             done[st.name] = run.close_stage(child, result, cached)
         model = done["pretrain"]
         run.log({f"final_{k}": v for k, v in (model.manifest.get("eval") or {}).items()} | {"parameters": model.manifest["parameters"]})

@@ -79,9 +79,9 @@ def _run_pipeline(corpus: list[Path], tok_dir: Path, out: Path, workers: int, du
 
 
 def _pipeline_main(tok_dir: str, out: str, workers: str, dupe: str, *corpus: str) -> None:
+    from bertpipe.core.workers import stop_forkserver
     from bertpipe.data.ingest import IngestConfig, ingest
     from bertpipe.data.shards import ShardsConfig, build_shards
-    from bertpipe.core.workers import stop_forkserver
 
     docs = ingest(list(corpus), IngestConfig(workers=int(workers), dedupe=False), Path(out) / "docs")
     shards = build_shards(docs.path, Path(tok_dir), ShardsConfig(workers=int(workers), dupe_factor=int(dupe)), Path(out) / "shards", progress=False)

@@ -18,7 +18,6 @@ A benchmark, not a test: it asserts nothing. The last printed line is one JSON o
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time

@@ -22,7 +22,7 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
     from bertpipe.data.ingest import IngestConfig, ingest
 
     cfg = config_from_args(IngestConfig, args)
-    res = ingest(args.inputs, cfg, args.out)
+    res = ingest(args.inputs, cfg, args.out, map_units=_executor(args))
     c = res.manifest["counts"]
     print(res.summary())
     print(f"  {c['documents']} documents, {c['sentences']} sentences, {c['characters']} characters from {c['files']} files")
@@ -34,6 +34,12 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
             print(f"  skipped {f['path']}: {f['status'].split(':', 1)[1]}")
     for f in res.manifest["unsupported"]:
         print(f"  skipped {f['path']}: {f['reason']}")
+
+
+def _executor(args: argparse.Namespace):
+    from bertpipe.core.executors import on_dask
+
+    return on_dask(args.dask) if args.dask else None
 
 
 def _cmd_wordpiece(args: argparse.Namespace) -> None:
@@ -51,7 +57,7 @@ def _cmd_shards(args: argparse.Namespace) -> None:
     from bertpipe.data.shards import ShardsConfig, build_shards
 
     cfg = config_from_args(ShardsConfig, args)
-    res = build_shards(args.docs, args.tokenizer, cfg, args.out)
+    res = build_shards(args.docs, args.tokenizer, cfg, args.out, map_units=_executor(args))
     c = res.manifest["counts"]
     print(res.summary())
     print(f"  {c['rows']} instances in {len(res.manifest['shards'])} shards, mean length {c['tokens'] / c['rows']:.1f}, "
@@ -162,6 +168,10 @@ def _cmd_bench_data(args: argparse.Namespace) -> None:
                                  repeats=args.repeats)))
 
 
+DASK_HELP = ("run the units on the Dask scheduler at ADDRESS (tcp://host:8786) instead of local processes; "
+             "inputs and --out must be on storage every worker sees at the same path")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bertpipe.data.ingest import IngestConfig
     from bertpipe.data.shards import ShardsConfig
@@ -174,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="raw text (txt, JSONL(.gz), Parquet, MediaWiki XML(.bz2), dirs, globs) → documents")
     p.add_argument("inputs", nargs="+", help="files, directories or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="stage root: output goes to OUT/<fingerprint>/, OUT/latest names it")
+    p.add_argument("--dask", metavar="ADDRESS", help=DASK_HELP)
     add_config_args(p, IngestConfig)
     p.set_defaults(func=_cmd_ingest)
 
@@ -187,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("docs", type=Path, help="ingest output (directory or its root)")
     p.add_argument("--tokenizer", type=Path, required=True, help="wordpiece output (directory or its root)")
     p.add_argument("--out", type=Path, required=True, help="stage root")
+    p.add_argument("--dask", metavar="ADDRESS", help=DASK_HELP)
     add_config_args(p, ShardsConfig)
     p.set_defaults(func=_cmd_shards)
 

@@ -83,6 +83,7 @@ class Stage(ABC, Generic[C]):
     # ------------------------------------------------------------------ running
 
     workers: int = 1  # processes the default map may use for the units
+    distributable: ClassVar[bool] = False  # many independent units worth spreading over a cluster
 
     @abstractmethod
     def plan(self, out: Path) -> Sequence[Any]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,10 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from bertpipe.core.fingerprint import hash_file
-from bertpipe.core.stage import Stage, StageResult, run_stage
+from bertpipe.core.stage import MapUnits, Stage, StageResult, run_stage
 from bertpipe.core.stagedir import commit_file
 from bertpipe.data.readers import Format, InputError, ReadOptions, ReadStats, detect_format, is_binary, read_documents
+from bertpipe.data.spans import Span, plan_spans
 
 STAGE = "ingest"
 VERSION = 2  # 2: text is a fixed point of BERT's clean_text (see bertpipe.data.text)
@@ -66,12 +67,13 @@ class IngestConfig(ReadOptions):
 
 @dataclass(frozen=True)
 class FileUnit:
-    """One input file, read into one raw Parquet part of the temporary output."""
+    """A span of one input file (``bertpipe.data.spans``), read into one raw Parquet part."""
 
     path: Path
     format: Format
     content_hash: str
     part: Path
+    span: Span = Span()
 
 
 @dataclass
@@ -128,7 +130,7 @@ def _doc_hash(sentences: list[str]) -> bytes:
 
 def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
     """Stream one file into a Parquet part; report its documents' hashes and sizes."""
-    path, fmt, part = unit.path, unit.format, unit.part
+    path, fmt, part, span = unit.path, unit.format, unit.part, unit.span
     report = FileReport(str(path), fmt, unit.content_hash)
     if path.stat().st_size == 0:
         report.status = "skipped:empty file"
@@ -152,7 +154,7 @@ def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
             v.clear()
 
     try:
-        for doc in read_documents(path, fmt, cfg, stats):
+        for doc in read_documents(path, fmt, cfg, stats, span):
             n_chars = sum(len(s) for s in doc.sentences)
             if n_chars < max(cfg.min_doc_chars, 1):
                 report.short_docs += 1
@@ -177,8 +179,6 @@ def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
             os.fsync(f.fileno())
     report.records, report.utf8_replacements, report.bad_records = stats.records, stats.utf8_replacements, stats.bad_records
     report.wiki_skipped = stats.wiki_skipped
-    if report.docs == 0 and report.status == "ok":
-        report.status = "skipped:no documents" if report.short_docs == 0 else "ok"
     return report
 
 
@@ -186,6 +186,7 @@ class IngestStage(Stage[IngestConfig]):
     """Input files → documents; one unit per file, duplicates dropped across files when published."""
 
     name, version = STAGE, VERSION
+    distributable = True
 
     def __init__(self, cfg: IngestConfig, inputs: list[str | Path]) -> None:
         super().__init__(cfg)
@@ -203,8 +204,9 @@ class IngestStage(Stage[IngestConfig]):
         return [hash_file(p) for p, _ in self.files]  # content, in input order
 
     def plan(self, out: Path) -> list[FileUnit]:
-        return [FileUnit(p, f, h, out / f".raw-{i:05d}.parquet")
-                for i, ((p, f), h) in enumerate(zip(self.files, self.upstream(), strict=True))]
+        spans = [(p, f, h, span) for (p, f), h in zip(self.files, self.upstream(), strict=True)
+                 for span in plan_spans(p, f, self.cfg.text_format, self.cfg.doc_break_blank_lines)]
+        return [FileUnit(p, f, h, out / f".raw-{i:05d}.parquet", span) for i, (p, f, h, span) in enumerate(spans)]
 
     def run_unit(self, unit: FileUnit) -> FileReport:
         return _ingest_file(unit, self.cfg)
@@ -212,6 +214,7 @@ class IngestStage(Stage[IngestConfig]):
     def publish(self, out: Path, reports: list[FileReport]) -> dict[str, Any]:
         cfg = self.cfg
         counts = _dedupe_parts([out / f".raw-{i:05d}.parquet" for i in range(len(reports))], reports, out, cfg.dedupe)
+        reports = _per_file(reports)
         if counts["documents"] == 0:
             raise InputError(
                 "empty corpus: no documents left after ingest "
@@ -235,9 +238,28 @@ class IngestStage(Stage[IngestConfig]):
         }
 
 
-def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path, progress: bool = False) -> StageResult:
+def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path, progress: bool = False,
+           map_units: MapUnits | None = None) -> StageResult:
     """Run the ingest stage into ``out_root/<fingerprint>/`` (or reuse the complete output there)."""
-    return run_stage(IngestStage(cfg, inputs), out_root, progress=progress)
+    return run_stage(IngestStage(cfg, inputs), out_root, progress=progress, map_units=map_units)
+
+
+def _per_file(reports: list[FileReport]) -> list[FileReport]:
+    """The units' reports summed per input file, in input order (a file's first non-ok status wins)."""
+    files: dict[str, FileReport] = {}
+    for r in reports:
+        if (f := files.get(r.path)) is None:
+            files[r.path] = replace(r, wiki_skipped=dict(r.wiki_skipped), doc_hashes=[], doc_sentences=[], doc_chars=[])
+            continue
+        f.status = f.status if f.status != "ok" else r.status
+        for k in ("docs", "short_docs", "records", "utf8_replacements", "bad_records"):
+            setattr(f, k, getattr(f, k) + getattr(r, k))
+        for k, v in r.wiki_skipped.items():
+            f.wiki_skipped[k] = f.wiki_skipped.get(k, 0) + v
+    for f in files.values():
+        if f.docs == 0 and f.short_docs == 0 and f.status == "ok":
+            f.status = "skipped:no documents"
+    return list(files.values())
 
 
 def _dedupe_parts(parts: list[Path], reports: list[FileReport], out: Path, dedupe: bool) -> dict[str, int]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from typing import IO, Literal
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from bertpipe.data.spans import Span
 from bertpipe.data.text import clean_text, split_paragraphs, split_sentences
 
 Format = Literal["text", "jsonl", "parquet", "wiki"]
@@ -94,10 +96,11 @@ def detect_format(path: Path) -> Format | None:
     return None
 
 
-def read_documents(path: Path, fmt: Format, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
+def read_documents(path: Path, fmt: Format, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[RawDoc]:
+    """The documents of ``span`` of the file (default: all of it), in file order."""
     readers = {"text": _read_text, "jsonl": _read_jsonl, "parquet": _read_parquet, "wiki": _read_wiki}
     try:
-        yield from readers[fmt](path, opts, stats)
+        yield from readers[fmt](path, opts, stats, span)
     except EOFError as e:
         raise InputError(f"{path}: truncated compressed stream ({e})") from e
     except (OSError, gzip.BadGzipFile) as e:
@@ -106,7 +109,7 @@ def read_documents(path: Path, fmt: Format, opts: ReadOptions, stats: ReadStats)
         raise InputError(f"{path}: corrupt or unreadable file ({e})") from e
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def open_binary(path: Path) -> IO[bytes]:
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
@@ -118,17 +121,32 @@ def _open_binary(path: Path) -> IO[bytes]:
 def is_binary(path: Path) -> bool:
     """A NUL byte in the first 8 KiB (after decompression) marks a file as binary."""
     try:
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             return b"\x00" in f.read(8192)
     except (OSError, EOFError):
         return False  # let the reader report the corruption with its own message
 
 
-def _decoded_lines(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[tuple[int, str]]:
+def _span_lines(f: IO[bytes], span: Span) -> Iterator[bytes]:
+    """The raw lines of a byte span of ``f``."""
+    if span.whole:
+        yield from f
+        return
+    f.seek(span.start)
+    left = None if span.end is None else span.end - span.start
+    for raw in f:
+        if left is not None:
+            if left <= 0:
+                return
+            left -= len(raw)
+        yield raw
+
+
+def _decoded_lines(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line) with UTF-8 errors located or counted."""
-    offset = 0
-    with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, 1):
+    offset = span.start
+    with open_binary(path) as f:
+        for lineno, raw in enumerate(_span_lines(f, span), span.first_line):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -143,7 +161,7 @@ def _decoded_lines(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[
             yield lineno, line
 
 
-def _looks_like_lines(sample: list[str]) -> bool:
+def looks_like_lines(sample: list[str]) -> bool:
     """BERT format if most non-blank lines end like a sentence; wrapped prose rarely does."""
     lines = [ln for ln in sample if ln.strip()]
     if not lines:
@@ -152,18 +170,18 @@ def _looks_like_lines(sample: list[str]) -> bool:
     return ending / len(lines) >= 0.6
 
 
-def _read_text(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
-    mode = opts.text_format
-    lines = _decoded_lines(path, opts, stats)
-    head: list[str] = []
+def _read_text(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[RawDoc]:
+    mode = span.text_format or opts.text_format
+    lines = _decoded_lines(path, opts, stats, span)
+    head: list[tuple[int, str]] = []
     if mode == "auto":
-        for _, line in lines:
-            head.append(line)
+        for item in lines:
+            head.append(item)
             if len(head) >= 400:
                 break
-        mode = "lines" if _looks_like_lines(head) else "prose"
+        mode = "lines" if looks_like_lines([ln for _, ln in head]) else "prose"
     stem = path.name
-    docs = 0
+    first_line = 0  # of the current document: its id, the same whichever span reads it
     block: list[str] = []  # lines of the current paragraph (prose) or document (lines)
     doc_sentences: list[str] = []
     blanks = 0
@@ -180,12 +198,7 @@ def _read_text(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawD
             doc_sentences.extend(split_sentences(text, opts.max_sentence_chars))
         block.clear()
 
-    def all_lines() -> Iterator[str]:
-        yield from head
-        for _, ln in lines:
-            yield ln
-
-    for line in all_lines():
+    for lineno, line in itertools.chain(head, lines):
         if line.isspace() or not line:
             blanks += 1
             continue
@@ -193,15 +206,16 @@ def _read_text(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawD
             flush_block()
             doc_ends = mode == "lines" or blanks >= opts.doc_break_blank_lines
             if doc_ends and doc_sentences:
-                yield RawDoc(f"{stem}:{docs}", None, doc_sentences)
-                docs += 1
+                yield RawDoc(f"{stem}:{first_line}", None, doc_sentences)
                 doc_sentences = []
             blanks = 0
+        if not doc_sentences and not block:
+            first_line = lineno
         block.append(line.rstrip("\r\n"))
         stats.records += 1
     flush_block()
     if doc_sentences:
-        yield RawDoc(f"{stem}:{docs}", None, doc_sentences)
+        yield RawDoc(f"{stem}:{first_line}", None, doc_sentences)
 
 
 def _split_record(text: str, opts: ReadOptions) -> list[str]:
@@ -211,8 +225,8 @@ def _split_record(text: str, opts: ReadOptions) -> list[str]:
     return [s for para in split_paragraphs(text) for s in split_sentences(para, opts.max_sentence_chars)]
 
 
-def _read_jsonl(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
-    for lineno, line in _decoded_lines(path, opts, stats):
+def _read_jsonl(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[RawDoc]:
+    for lineno, line in _decoded_lines(path, opts, stats, span):
         if not line.strip():
             continue
         try:
@@ -247,7 +261,7 @@ def _read_jsonl(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[Raw
         )
 
 
-def _read_parquet(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
+def _read_parquet(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[RawDoc]:
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid for non-Parquet bytes
@@ -256,8 +270,9 @@ def _read_parquet(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[R
     if opts.text_field not in names:
         raise InputError(f"{path}: no column '{opts.text_field}' (columns: {', '.join(names)}); set --text-field")
     cols = [c for c in (opts.text_field, opts.id_field, opts.title_field) if c in names]
-    row = 0
-    for batch in pf.iter_batches(batch_size=1024, columns=cols):
+    row = span.first_line - 1
+    groups = range(span.start, pf.metadata.num_row_groups if span.end is None else span.end)
+    for batch in pf.iter_batches(batch_size=1024, columns=cols, row_groups=list(groups)):
         data = batch.to_pydict()
         texts = data[opts.text_field]
         ids = data.get(opts.id_field, [None] * len(texts))
@@ -277,11 +292,11 @@ def _read_parquet(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[R
             )
 
 
-def _read_wiki(path: Path, opts: ReadOptions, stats: ReadStats) -> Iterator[RawDoc]:
+def _read_wiki(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[RawDoc]:
     from bertpipe.data.wiki import WikiStats, iter_wiki_pages
 
     wstats = WikiStats()
-    for page in iter_wiki_pages(path, wstats):
+    for page in iter_wiki_pages(path, wstats, span):
         stats.records += 1
         sentences = _split_record(page.text, opts)
         yield RawDoc(page.id, page.title, sentences)

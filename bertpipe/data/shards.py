@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field, model_validator
 from tokenizers.normalizers import BertNormalizer
 
 from bertpipe.core.fingerprint import sha256_file
-from bertpipe.core.stage import Stage, StageResult, run_stage
+from bertpipe.core.stage import MapUnits, Stage, StageResult, run_stage
 from bertpipe.core.stagedir import commit_file, read_manifest, resolve_stage_dir
 from bertpipe.data.masking import MaskingConfig, mask_batch
 from bertpipe.data.pairs import Block, Instances, NspMode, sample_pairs, stream_tokens
@@ -265,6 +265,7 @@ class ShardsStage(Stage[ShardsConfig]):
     """Documents + vocabulary → shards; one unit per block of documents (one shard each)."""
 
     name, version = STAGE, VERSION
+    distributable = True
 
     def __init__(self, cfg: ShardsConfig, docs: str | Path, tokenizer: str | Path) -> None:
         super().__init__(cfg)
@@ -305,6 +306,7 @@ class ShardsStage(Stage[ShardsConfig]):
         }
 
 
-def build_shards(docs_dir: Path, tok_dir: Path, cfg: ShardsConfig, out_root: Path, progress: bool = True) -> StageResult:
+def build_shards(docs_dir: Path, tok_dir: Path, cfg: ShardsConfig, out_root: Path, progress: bool = True,
+                 map_units: MapUnits | None = None) -> StageResult:
     """Run the shards stage into ``out_root/<fingerprint>/``; reuse a complete output there."""
-    return run_stage(ShardsStage(cfg, docs_dir, tok_dir), out_root, progress=progress)
+    return run_stage(ShardsStage(cfg, docs_dir, tok_dir), out_root, progress=progress, map_units=map_units)

@@ -28,6 +28,7 @@ Trade-offs:
 from __future__ import annotations
 
 import bz2
+import io
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -50,6 +51,8 @@ from mwparserfromhell.nodes import (
     Wikilink,
 )
 from mwparserfromhell.wikicode import Wikicode
+
+from bertpipe.data.spans import Span
 
 __all__ = ["WikiPage", "WikiStats", "iter_wiki_pages", "wikitext_to_text"]
 
@@ -74,17 +77,20 @@ class WikiStats:
     empty: int = 0  # articles whose cleaned text is empty
 
 
-def iter_wiki_pages(path: Path, stats: WikiStats | None = None) -> Iterator[WikiPage]:
+def iter_wiki_pages(path: Path, stats: WikiStats | None = None, span: Span = Span()) -> Iterator[WikiPage]:
     """Yield the main-namespace, non-redirect pages of the dump at ``path``.
 
     ``path`` may be plain XML or bzip2-compressed (``.bz2`` suffix). If ``stats`` is given it
-    is updated as pages stream past. Raises :class:`ValueError` naming ``path`` on malformed
-    XML, a truncated or corrupt bz2 stream.
+    is updated as pages stream past. ``span``: only the whole ``<page>`` elements in those
+    bytes of a plain XML dump (``bertpipe.data.spans``). Raises :class:`ValueError` naming
+    ``path`` on malformed XML, a truncated or corrupt bz2 stream.
     """
     path = Path(path)
     stats = stats if stats is not None else WikiStats()
     compressed = path.suffix == ".bz2"
     stream: IO[bytes] = bz2.open(path, "rb") if compressed else path.open("rb")
+    if not span.whole:
+        stream = _PagesOnly(stream, span)
     with stream:
         try:
             yield from _iter_dump(stream, stats)
@@ -99,6 +105,37 @@ def iter_wiki_pages(path: Path, stats: WikiStats | None = None) -> Iterator[Wiki
             if not compressed or exc.errno is not None:  # a real I/O error, not bad bz2 data
                 raise
             raise ValueError(f"{path}: not a valid bzip2 stream: {exc}") from exc
+
+
+class _PagesOnly(io.RawIOBase):
+    """The bytes of a span of whole ``<page>`` elements, inside a bare ``<mediawiki>`` root."""
+
+    def __init__(self, f: IO[bytes], span: Span) -> None:
+        self.f, self.head, self.tail = f, b"<mediawiki>", b"</mediawiki>"
+        f.seek(span.start)
+        self.left = None if span.end is None else span.end - span.start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.head:
+            chunk, self.head = self.head[: len(b)], self.head[len(b):]
+        elif self.left != 0:
+            chunk = self.f.read(len(b) if self.left is None else min(len(b), self.left))
+            if self.left is not None:
+                self.left -= len(chunk)
+            if not chunk:
+                self.left = 0
+                return self.readinto(b)
+        else:
+            chunk, self.tail = self.tail[: len(b)], self.tail[len(b):]
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
 
 
 def _iter_dump(stream: IO[bytes], stats: WikiStats) -> Iterator[WikiPage]:

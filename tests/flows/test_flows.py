@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bertpipe.core.stagedir import is_complete
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, SAMPLE_FILES
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -210,27 +210,44 @@ def test_sweep_reports_from_mlflow_and_a_rerun_recomputes_nothing(harness, tmp_p
     assert table == summary
 
 
-def test_data_stages_on_a_dask_local_cluster_match_the_local_runner(harness, tmp_path):
+def test_data_stage_units_spread_over_a_dask_cluster_with_the_local_pools_bytes(harness, tmp_path):
+    from distributed import Client, LocalCluster, get_task_stream
     from prefect_dask import DaskTaskRunner
 
+    from bertpipe.core.stage import run_stage
+    from bertpipe.experiments.pipeline import build_stage, load_pipeline_config, plan
     from flows.pretrain import pretrain_flow
 
-    local = overrides(tmp_path / "local")
-    local["ingest"]["workers"] = local["shards"]["workers"] = 2
-    dask = overrides(tmp_path / "dask")
-    # one vocabulary file for both: WordPiece training itself is not bit-reproducible (tokenizers#1794)
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text((ROOT / "tests" / "fixtures" / "vocab-small.txt").read_text())
-    local["wordpiece"] = dask["wordpiece"] = {"vocab_file": str(vocab)}
-    a = pretrain_flow("tiny", local)
-    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None})
-    b = pretrain_flow.with_options(task_runner=runner)("tiny", dask)
-    for stage in ("ingest", "wordpiece", "shards"):
-        assert a[stage] == b[stage]
-    la = sorted((tmp_path / "local" / "work" / "shards" / a["shards"]).glob("*.parquet"))
-    lb = sorted((tmp_path / "dask" / "work" / "shards" / b["shards"]).glob("*.parquet"))
-    assert la and [p.name for p in la] == [p.name for p in lb]
-    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(la, lb))
+    def config(where: str, workers: int) -> dict:
+        ov = overrides(tmp_path / where)
+        ov["corpus"] = [str(p) for p in SAMPLE_FILES]  # two files: two ingest units
+        ov["ingest"]["workers"] = ov["shards"]["workers"] = workers
+        ov["shards"]["block_chars"] = 20_000  # about 15 blocks: 15 shard units
+        return ov
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client, get_task_stream(client) as stream:
+        workers = set(client.scheduler_info()["workers"])
+        on_dask = pretrain_flow.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))("tiny", config("dask", 1))
+    ran = {}
+    for t in stream.data:
+        if "-unit-" in t["key"]:
+            ran.setdefault(t["key"].split("-unit-")[0], set()).add(t["worker"])
+    assert ran == {"ingest": workers, "shards": workers} and len(workers) == 2, ran  # Dask's own record of where units ran
+
+    outputs = {"dask": {s: tmp_path / "dask" / "work" / d / on_dask[s] for s, d in (("ingest", "docs"), ("shards", "shards"))}}
+    for workers_ in (1, 2):  # the local pool, without Prefect: the same planned stages
+        cfg = load_pipeline_config("tiny", config(f"local{workers_}", workers_))
+        done = {}
+        for st in plan(cfg)[:-1]:
+            done[st.name] = run_stage(build_stage(cfg, st.name, done), st.root)
+            assert done[st.name].fingerprint == on_dask[st.name]
+        outputs[f"local{workers_}"] = {s: done[s].path for s in ("ingest", "shards")}
+    for stage in ("ingest", "shards"):
+        files = {k: sorted(p for p in v[stage].glob("*.parquet")) for k, v in outputs.items()}
+        assert len(files["dask"]) >= 2 and {k: [p.name for p in f] for k, f in files.items()} == {k: [p.name for p in files["dask"]] for k in files}
+        for name in files["dask"]:
+            assert len({(v[stage] / name.name).read_bytes() for v in outputs.values()}) == 1, f"{stage}/{name.name} differs"
 
 
 def test_two_devices_launch_torchrun_and_track_the_run(harness, tmp_path):

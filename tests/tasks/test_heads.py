@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bertpipe.model.bert import BertConfig, BertForPreTraining
 from bertpipe.tasks.heads import (
     BiLSTMTagger,
     MLPClassifier,
@@ -14,7 +15,6 @@ from bertpipe.tasks.heads import (
     load_encoder,
     pool,
 )
-from bertpipe.model.bert import BertConfig, BertForPreTraining
 
 CFG = BertConfig(vocab_size=101, hidden_size=36, num_hidden_layers=3, num_attention_heads=3, intermediate_size=52)
 

@@ -1,0 +1,175 @@
+"""Units inside one input file, so that a single large file is read by many workers.
+
+``plan_spans`` cuts an input into ``Span``s of about ``UNIT_BYTES`` that each hold whole
+records, found by a short scan forward from each cut point:
+
+- plain text: a cut sits at the first non-blank line after a run of blank lines that ends a
+  document (one blank line in BERT's ``lines`` format, ``doc_break_blank_lines`` in prose);
+  ``auto`` format is decided once per file here, from its first 400 lines, and fixed for every
+  span, as a whole-file read decides it;
+- JSONL: at a line start;
+- MediaWiki XML: at a ``<page>`` start (spans hold whole pages; the reader wraps them in a root);
+- Parquet: at a row-group boundary (spans count row groups, not bytes).
+
+Each span carries the line (or row) number it starts at, counted here, so errors and ids
+name the same line as a whole-file read would. Reading the spans of a file in order yields
+exactly the documents a whole-file read yields, in the same order: the cut points are record
+boundaries that the whole-file read also ends a record at. Compressed files (``.gz``,
+``.bz2``) cannot be entered in the middle and stay one span.
+
+``UNIT_BYTES`` is a fixed constant, not an option: one unit makes one part of the ingest
+output, so the unit size is part of what the output is. The scan costs a read of each cut
+point's neighbourhood plus a newline count over the file (a few GB/s).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+UNIT_BYTES = 32 << 20  # 32 MiB of input per unit: seconds of work, bounded memory, many units per GB
+_SCAN = 1 << 20
+_PAGE = re.compile(rb"<page[\s>]")
+
+
+@dataclass(frozen=True)
+class Span:
+    """A piece of an input file: bytes ``start``..``end`` (None: to the end), or for Parquet the
+    row groups ``start``..``end``; ``first_line`` is the 1-based line (Parquet: row) number at ``start``."""
+
+    start: int = 0
+    end: int | None = None
+    first_line: int = 1
+    text_format: str | None = None  # plain text: the format decided for the whole file
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.end is None
+
+
+def compressed(path: Path) -> bool:
+    return path.name.lower().endswith((".gz", ".bz2"))
+
+
+def plan_spans(path: Path, fmt: str, text_format: str, doc_break_blank_lines: int, unit_bytes: int | None = None) -> list[Span]:
+    """The spans of one input file (one whole-file span when it is small or compressed)."""
+    unit_bytes = unit_bytes or UNIT_BYTES
+    if fmt == "parquet":
+        return _parquet_spans(path, unit_bytes)
+    mode = text_format
+    if fmt == "text" and mode == "auto":
+        mode = _decide_format(path)
+    size = path.stat().st_size
+    if compressed(path) or size <= unit_bytes:
+        return [Span(text_format=mode if fmt == "text" else None)]
+    find = {"jsonl": _next_line, "wiki": _next_page}.get(fmt) or (
+        lambda f, pos: _next_document(f, pos, 1 if mode == "lines" else doc_break_blank_lines))
+    cuts: list[int] = []
+    with open(path, "rb") as f:
+        first = _next_page(f, 0) if fmt == "wiki" else 0  # wiki: the first page, after <siteinfo>
+        if first is None:
+            return [Span()]
+        cuts.append(first)
+        for target in range(unit_bytes, size, unit_bytes):
+            if target <= cuts[-1]:
+                continue
+            cut = find(f, target)
+            if cut is None:
+                break
+            if cut > cuts[-1]:
+                cuts.append(cut)
+        end = _last_page_end(f, size) if fmt == "wiki" else None
+        lines = _line_numbers(f, cuts)
+    bounds = cuts[1:] + [end]
+    return [Span(start, stop, line, mode if fmt == "text" else None)
+            for start, stop, line in zip(cuts, bounds, lines, strict=True)]
+
+
+def _decide_format(path: Path) -> str:
+    from bertpipe.data.readers import looks_like_lines, open_binary
+
+    head = []
+    with open_binary(path) as f:
+        for raw in f:
+            head.append(raw.decode("utf-8", errors="replace"))
+            if len(head) >= 400:
+                break
+    return "lines" if looks_like_lines(head) else "prose"
+
+
+def _next_line(f, pos: int) -> int | None:
+    """The start of the first line after byte ``pos``."""
+    f.seek(pos - 1)
+    f.readline()  # the rest of the line holding pos - 1 (empty if pos starts a line)
+    at = f.tell()
+    return at if f.read(1) else None
+
+
+def _next_document(f, pos: int, blanks_needed: int) -> int | None:
+    """The start of the first non-blank line after ``blanks_needed`` whole blank lines, past ``pos``."""
+    at = _next_line(f, pos)
+    if at is None:
+        return None
+    f.seek(at)
+    blanks = 0
+    while line := f.readline():
+        if line.isspace():
+            blanks += 1
+        else:
+            if blanks >= blanks_needed:
+                return at
+            blanks = 0
+        at += len(line)
+    return None
+
+
+def _next_page(f, pos: int) -> int | None:
+    """The offset of the first ``<page>`` start tag at or after ``pos``."""
+    f.seek(pos)
+    carry = b""
+    base = pos
+    while block := f.read(_SCAN):
+        buf = carry + block
+        if m := _PAGE.search(buf):
+            return base - len(carry) + m.start()
+        carry = buf[-16:]
+        base += len(block)
+    return None
+
+
+def _last_page_end(f, size: int) -> int:
+    """Where the pages end: the ``</mediawiki>`` closing tag (the file's end if it has none)."""
+    f.seek(max(0, size - _SCAN))
+    tail = f.read()
+    at = tail.rfind(b"</mediawiki>")
+    return size if at < 0 else size - len(tail) + at
+
+
+def _line_numbers(f, offsets: list[int]) -> list[int]:
+    """1-based line numbers at ascending byte ``offsets``, by counting newlines."""
+    f.seek(0)
+    out, line, pos = [], 1, 0
+    for target in offsets:
+        while pos < target:
+            block = f.read(min(_SCAN * 8, target - pos))
+            line += block.count(b"\n")
+            pos += len(block)
+        out.append(line)
+    return out
+
+
+def _parquet_spans(path: Path, unit_bytes: int) -> list[Span]:
+    meta = pq.ParquetFile(path).metadata
+    spans, start, size, row, first = [], 0, 0, 1, 1
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        if size and size + rg.total_byte_size > unit_bytes:
+            spans.append(Span(start, g, first))
+            start, size, first = g, 0, row
+        size += rg.total_byte_size
+        row += rg.num_rows
+    spans.append(Span(start, None, first))
+    return spans if len(spans) > 1 else [Span()]

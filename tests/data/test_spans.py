@@ -1,0 +1,86 @@
+"""Units inside one input file: every format cut into spans reads back the whole file's documents."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bertpipe.data import spans
+from bertpipe.data.ingest import IngestConfig, IngestStage, ingest
+from bertpipe.data.readers import ReadStats, read_documents
+from bertpipe.data.spans import plan_spans
+from tests.conftest import FIXTURES, SAMPLE
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """One file per format, each several times the small unit size used below."""
+    text = (SAMPLE / "the-war-of-the-worlds-part.txt").read_text()
+    with gzip.open(SAMPLE / "sotu-sample.jsonl.gz", "rt") as f:
+        records = [json.loads(line) for line in f]
+    out = {"prose": tmp_path / "book.txt", "lines": tmp_path / "bert.txt", "jsonl": tmp_path / "speeches.jsonl",
+           "parquet": tmp_path / "speeches.parquet", "wiki": tmp_path / "dump.xml"}
+    out["prose"].write_text(text)
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
+    out["lines"].write_text("\n\n".join("\n".join(s + "." for s in p.split(". ") if s) for p in paragraphs) + "\n")
+    out["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in records))
+    pq.write_table(pa.table({"text": [r["text"] for r in records], "id": [r["id"] for r in records]}), out["parquet"],
+                   row_group_size=3)
+    dump = (FIXTURES / "wiki_fragment.xml").read_text()
+    head, _, rest = dump.partition("  <page>")
+    pages, _, tail = ("  <page>" + rest).rpartition("</page>")
+    out["wiki"].write_text(head + (pages + "</page>\n") * 20 + tail)  # the fixture's pages, 20 times
+    return out
+
+
+def documents(path, fmt, cfg, span=spans.Span()):
+    stats = ReadStats()
+    return [(d.id, d.title, d.sentences) for d in read_documents(path, fmt, cfg, stats, span)], stats
+
+
+@pytest.mark.parametrize("kind", ["prose", "lines", "jsonl", "parquet", "wiki"])
+def test_spans_read_back_the_whole_files_documents(inputs, kind):
+    path = inputs[kind]
+    fmt = {"prose": "text", "lines": "text"}.get(kind, kind)
+    cfg = IngestConfig(text_format="auto")
+    cut = plan_spans(path, fmt, cfg.text_format, cfg.doc_break_blank_lines, unit_bytes=max(2000, path.stat().st_size // 9))
+    assert len(cut) >= 4, cut
+    whole, whole_stats = documents(path, fmt, cfg)
+    pieces, records = [], 0
+    for span in cut:
+        docs, stats = documents(path, fmt, cfg, span)
+        pieces += docs
+        records += stats.records
+    assert len(whole) > len(cut) and pieces == whole and records == whole_stats.records
+    if fmt == "text":
+        assert {s.text_format for s in cut} == {kind}, "auto is decided once per file"
+
+
+def test_ingest_output_does_not_depend_on_unit_size_or_workers(inputs, tmp_path, monkeypatch):
+    files = [inputs[k] for k in ("prose", "jsonl", "wiki", "parquet")]
+
+    def rows(res):
+        return [r for p in sorted(res.path.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+    one = ingest(files, IngestConfig(workers=1), tmp_path / "whole")
+    monkeypatch.setattr(spans, "UNIT_BYTES", 20_000)
+    units = IngestStage(IngestConfig(workers=2), files).plan(tmp_path)
+    assert len(units) > 2 * len(files)
+    many = ingest(files, IngestConfig(workers=2), tmp_path / "split")
+    again = ingest(files, IngestConfig(workers=1), tmp_path / "split-1")
+    assert many.fingerprint == one.fingerprint and rows(many) == rows(one)
+    assert len(list(many.path.glob("part-*.parquet"))) > len(list(one.path.glob("part-*.parquet")))  # one part per unit
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(sorted(many.path.glob("part-*")), sorted(again.path.glob("part-*"))))
+    assert many.manifest["counts"] == one.manifest["counts"] | {"parts": many.manifest["counts"]["parts"]}
+    assert many.manifest["files"] == one.manifest["files"], "reports are per input file, not per unit"
+
+
+def test_compressed_and_small_files_stay_whole(tmp_path):
+    assert plan_spans(SAMPLE / "sotu-sample.jsonl.gz", "jsonl", "auto", 3, unit_bytes=1000) == [spans.Span()]
+    small = tmp_path / "small.txt"
+    small.write_text("One sentence.\n\nAnother one.\n")
+    assert plan_spans(small, "text", "auto", 3) == [spans.Span(text_format="lines")]
