@@ -161,6 +161,12 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"report written to {out}" + ("" if args.no_log else " and logged to the sweep's MLflow run"))
 
 
+def _cmd_bench_scale(args: argparse.Namespace) -> None:
+    from bertpipe.bench.scale import bench_scale
+
+    print(json.dumps(bench_scale(args.work, mb=args.mb, scale=args.scale)))
+
+
 def _cmd_bench_data(args: argparse.Namespace) -> None:
     from bertpipe.bench.data import bench_data
 
@@ -253,6 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=4, help="size of the larger corpus for the RSS comparison")
     p.add_argument("--repeats", type=int, default=3, help="runs on the 1x corpus; the median is reported")
     p.set_defaults(func=_cmd_bench_data)
+    p = bsub.add_parser("scale", help="ingest (one MediaWiki dump, one JSONL) and shards at 1 and 2 workers, local and Dask")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-scale"), help="inputs and outputs (inputs are reused)")
+    p.add_argument("--mb", type=int, default=100, help="size of each single input file")
+    p.add_argument("--scale", type=int, default=4, help="size of the larger inputs for the memory check, as a multiple")
+    p.set_defaults(func=_cmd_bench_scale)
     p = bsub.add_parser("train", help="training tokens/s: ours vs transformers.BertForPreTraining at one config")
     p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")

@@ -17,7 +17,7 @@ exactly the documents a whole-file read yields, in the same order: the cut point
 boundaries that the whole-file read also ends a record at. Compressed files (``.gz``,
 ``.bz2``) cannot be entered in the middle and stay one span.
 
-``UNIT_BYTES`` is a fixed constant, not an option: one unit makes one part of the ingest
+``UNIT_BYTES`` (8 MiB) is a fixed constant, not an option: one unit makes one part of the ingest
 output, so the unit size is part of what the output is. The scan costs a read of each cut
 point's neighbourhood plus a newline count over the file (a few GB/s).
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-UNIT_BYTES = 32 << 20  # 32 MiB of input per unit: seconds of work, bounded memory, many units per GB
+UNIT_BYTES = 8 << 20  # 8 MiB of input per unit: seconds of work, bounded memory, enough units to balance many workers
 _SCAN = 1 << 20
 _PAGE = re.compile(rb"<page[\s>]")
 
