@@ -172,11 +172,14 @@ def _page(page_id: int, title: str, ns: int, text: str, redirect: str | None = N
 
 
 def _articles(rng: random.Random, paras: list[str]) -> Iterator[tuple[str, list[str]]]:
-    n = 0
+    n, seen = 0, set()
     while True:
-        n += 1
         k = rng.randint(3, 40)  # 100 to 5,000 words
         start = rng.randrange(len(paras))
+        if (start, k) in seen:  # every article a different stretch of prose: no exact duplicates
+            continue
+        seen.add((start, k))
+        n += 1
         words = [w.strip(".,;:!?\"'()") for w in paras[start].split()[:3]]
         yield f"{' '.join(w.capitalize() for w in words if w)} {n}", [paras[(start + i) % len(paras)] for i in range(k)]
 
