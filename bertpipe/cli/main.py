@@ -167,6 +167,12 @@ def _cmd_bench_scale(args: argparse.Namespace) -> None:
     print(json.dumps(bench_scale(args.work, mb=args.mb, scale=args.scale)))
 
 
+def _cmd_bench_wiki(args: argparse.Namespace) -> None:
+    from bertpipe.bench.wiki import bench_wiki
+
+    print(json.dumps(bench_wiki(args.dump, args.work, processes=args.processes, repeats=args.repeats)))
+
+
 def _cmd_bench_data(args: argparse.Namespace) -> None:
     from bertpipe.bench.data import bench_data
 
@@ -264,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mb", type=int, default=100, help="size of each single input file")
     p.add_argument("--scale", type=int, default=4, help="size of the larger inputs for the memory check, as a multiple")
     p.set_defaults(func=_cmd_bench_scale)
+    p = bsub.add_parser("wiki", help="MediaWiki ingest vs WikiExtractor on one dump: CPU-s, residue, words kept")
+    p.add_argument("dump", type=Path, help="MediaWiki XML dump (bertpipe.bench.wikidump writes one from real text)")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-wiki"), help="where both outputs go")
+    p.add_argument("--processes", type=int, default=1, help="processes for each extractor")
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs of each; the median by CPU is reported")
+    p.set_defaults(func=_cmd_bench_wiki)
     p = bsub.add_parser("train", help="training tokens/s: ours vs transformers.BertForPreTraining at one config")
     p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")

@@ -41,6 +41,7 @@ from bertpipe.data.spans import Span, plan_spans
 
 STAGE = "ingest"
 VERSION = 2  # 2: text is a fixed point of BERT's clean_text (see bertpipe.data.text)
+WIKITEXT_CLEANER = "wikitext-cleaner-2"  # 2: the scanner of bertpipe.data.wikitext (1: mwparserfromhell)
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -201,10 +202,13 @@ class IngestStage(Stage[IngestConfig]):
         return cfg.model_dump(mode="json", exclude={"workers"})
 
     def upstream(self) -> list[str]:
-        return [hash_file(p) for p, _ in self.files]  # content, in input order
+        hashes = [hash_file(p) for p, _ in self.files]  # content, in input order
+        # MediaWiki inputs also name the cleaner that reads them, so a new one re-reads a dump
+        # without renaming the outputs of any other corpus (a VERSION bump would rename all)
+        return hashes + ([WIKITEXT_CLEANER] if any(f == "wiki" for _, f in self.files) else [])
 
     def plan(self, out: Path) -> list[FileUnit]:
-        spans = [(p, f, h, span) for (p, f), h in zip(self.files, self.upstream(), strict=True)
+        spans = [(p, f, h, span) for (p, f), h in zip(self.files, self.upstream()[: len(self.files)], strict=True)
                  for span in plan_spans(p, f, self.cfg.text_format, self.cfg.doc_break_blank_lines)]
         return [FileUnit(p, f, h, out / f".raw-{i:05d}.parquet", span) for i, (p, f, h, span) in enumerate(spans)]
 

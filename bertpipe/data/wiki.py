@@ -1,35 +1,19 @@
 """Stream article prose out of MediaWiki XML export dumps (Wikipedia ``pages-articles``).
 
-Two public pieces:
-
-* :func:`iter_wiki_pages` streams a ``.xml`` or ``.xml.bz2`` dump page by page with
-  :func:`xml.etree.ElementTree.iterparse`, clearing every finished page so memory stays
-  bounded on multi-GB dumps. It keeps main-namespace (``<ns>0</ns>``) non-redirect pages,
-  yields the cleaned text of their latest revision and counts what it skipped in a
-  :class:`WikiStats`.
-* :func:`wikitext_to_text` turns wiki markup into plain paragraphs with ``mwparserfromhell``.
-
-Trade-offs:
-
-* Templates are dropped, never expanded (expansion needs the template pages and a Lua
-  runtime). Inline templates that render prose (``{{convert}}``, ``{{lang}}``) are lost with
-  them; the leftovers a removal tends to leave, like ``()`` or a space before a full stop,
-  are tidied up.
-* Tables, galleries, ``<math>``, references and file/category/interlanguage links are
-  dropped whole: they are poor prose for language-model pretraining.
-* Namespaces are English-only prefixes (``File:``, ``Image:``, ``Media:``, ``Category:``);
-  interlanguage links are recognised as lowercase language-code prefixes (``[[de:X]]``).
-* List items become one paragraph each; paragraphs are separated by a blank line.
-* "Latest revision" is the last ``<revision>`` of a page in document order, which is how
-  dumps are written. A truncated or corrupt dump raises :class:`ValueError` once the bad
-  spot is reached, after the pages before it have been yielded.
+:func:`iter_wiki_pages` streams a ``.xml`` or ``.xml.bz2`` dump page by page with
+:func:`xml.etree.ElementTree.iterparse`, clearing every finished page so memory stays bounded
+on multi-GB dumps, or only the whole pages of a byte span of a plain dump (a unit of the
+ingest stage, ``bertpipe.data.spans``). It keeps main-namespace (``<ns>0</ns>``)
+non-redirect pages, yields the cleaned text of their latest revision
+(``bertpipe.data.wikitext.wikitext_to_text``) and counts what it skipped in a
+:class:`WikiStats`. "Latest revision" is the last ``<revision>`` of a page in document order,
+which is how dumps are written. A truncated or corrupt dump raises :class:`ValueError` once
+the bad spot is reached, after the pages before it have been yielded.
 """
-
 from __future__ import annotations
 
 import bz2
 import io
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,22 +21,8 @@ from pathlib import Path
 from typing import IO
 from xml.parsers.expat import ErrorString
 
-import mwparserfromhell
-from mwparserfromhell.nodes import (
-    Argument,
-    Comment,
-    ExternalLink,
-    Heading,
-    HTMLEntity,
-    Node,
-    Tag,
-    Template,
-    Text,
-    Wikilink,
-)
-from mwparserfromhell.wikicode import Wikicode
-
 from bertpipe.data.spans import Span
+from bertpipe.data.wikitext import wikitext_to_text
 
 __all__ = ["WikiPage", "WikiStats", "iter_wiki_pages", "wikitext_to_text"]
 
@@ -188,132 +158,3 @@ def _child(elem: ET.Element, name: str) -> ET.Element | None:
 def _child_text(elem: ET.Element, name: str) -> str:
     child = _child(elem, name)
     return (child.text or "") if child is not None else ""
-
-
-# --- wikitext -> prose -------------------------------------------------------------------
-
-# Private-use markers emitted while rendering, resolved when paragraphs are assembled.
-_REMOVED = "\x00"  # dropped markup: a line holding only this is not a blank line
-_BREAK = "\x01"  # block markup (heading, table, ...) that ends the current paragraph
-_ITEM = "\x02"  # start of a list item; the item's line becomes its own paragraph
-_MARKERS = re.compile("[\x00-\x02]")
-
-_DROPPED_NAMESPACES = frozenset({"file", "image", "media", "category"})
-_INTERLANGUAGE = re.compile(r"[a-z]{2,3}(-[a-z0-9]+)*|simple")
-_BLOCK_TAGS = frozenset(
-    {"table", "gallery", "references", "pre", "syntaxhighlight", "source", "timeline",
-     "imagemap", "graph", "mapframe", "score", "hr"}
-)
-_INLINE_DROPPED_TAGS = frozenset(
-    {"ref", "math", "chem", "ce", "hiero", "maplink", "templatestyles", "indicator",
-     "categorytree", "style", "script", "noinclude"}
-)
-_LIST_TAGS = frozenset({"li", "dt", "dd"})
-_MAGIC_WORD = re.compile(r"__[A-Z]+__")
-
-_TIDY = [
-    (re.compile(r"\s+"), " "),
-    (re.compile(r"\(\s*[,;]?\s*\)"), ""),  # "()" left by a removed template
-    (re.compile(r"\(\s*[,;]\s*"), "("),  # "(, born 1900)"
-    (re.compile(r"\s+([.,;:!?)\]])"), r"\1"),  # "word ." left by a removed ref/template
-    (re.compile(r"([(\[])\s+"), r"\1"),
-    (re.compile(r" {2,}"), " "),
-]
-
-
-def wikitext_to_text(markup: str) -> str:
-    """Return the prose of ``markup``: paragraphs of single-spaced text joined by ``"\\n\\n"``."""
-    rendered = _render(mwparserfromhell.parse(_MARKERS.sub("", markup)))
-    return "\n\n".join(_paragraphs(rendered))
-
-
-def _render(code: Wikicode | None) -> str:
-    return "" if code is None else "".join(_render_node(node) for node in code.nodes)
-
-
-def _render_node(node: Node) -> str:
-    if isinstance(node, Text):
-        return _MAGIC_WORD.sub("", node.value)
-    if isinstance(node, HTMLEntity):
-        return node.normalize()
-    if isinstance(node, Wikilink):
-        return _render_wikilink(node)
-    if isinstance(node, ExternalLink):
-        if node.title is not None and str(node.title).strip():
-            return _render(node.title)
-        return _REMOVED if node.brackets else str(node.url)  # "[http://x]" shows as "[1]"
-    if isinstance(node, Tag):
-        return _render_tag(node)
-    if isinstance(node, Heading):
-        return _BREAK
-    if isinstance(node, (Template, Argument, Comment)):
-        return _REMOVED
-    return str(node)
-
-
-def _render_wikilink(link: Wikilink) -> str:
-    title = str(link.title).strip()
-    target = title.lstrip(":").strip()
-    prefix, colon, rest = target.partition(":")
-    if colon and not title.startswith(":"):  # a leading colon makes it a visible link
-        if prefix.strip().lower() in _DROPPED_NAMESPACES or _INTERLANGUAGE.fullmatch(prefix):
-            return _REMOVED
-    if link.text is None:
-        return target
-    shown = _render(link.text)
-    if shown.strip():
-        return shown
-    # Pipe trick: [[Help:Foo (bar)|]] shows "Foo".
-    name = rest if colon else target
-    return re.sub(r"\s*\([^)]*\)$", "", name).strip()
-
-
-def _render_tag(tag: Tag) -> str:
-    name = str(tag.tag).strip().lower()
-    if name in _LIST_TAGS and tag.wiki_markup:
-        return _ITEM
-    if name in _BLOCK_TAGS:
-        return _BREAK
-    if name in _INLINE_DROPPED_TAGS:
-        return _REMOVED
-    if name == "br":
-        return " "
-    if tag.self_closing:
-        return _REMOVED
-    return _render(tag.contents)  # b, i, span, small, sup, nowiki, blockquote, ...
-
-
-def _paragraphs(rendered: str) -> list[str]:
-    """Group rendered lines into paragraphs: blank lines, block markers and list items
-    end a paragraph; a line that held only dropped markup (a template, a category) keeps its
-    ``_REMOVED`` marker, so it is not blank and does not split the paragraph around it."""
-    blocks: list[str] = []
-    current: list[str] = []
-
-    def flush() -> None:
-        if current:
-            blocks.append(" ".join(current))
-            current.clear()
-
-    for line in rendered.split("\n"):
-        for i, segment in enumerate(line.split(_BREAK)):
-            if i:
-                flush()
-            if segment.lstrip().startswith(_ITEM):
-                flush()
-                current.append(segment)
-                flush()
-            elif segment.strip():
-                current.append(segment)
-            else:  # a blank line
-                flush()
-    flush()
-
-    paragraphs = []
-    for block in blocks:
-        text = _MARKERS.sub("", block)
-        for pattern, replacement in _TIDY:
-            text = pattern.sub(replacement, text)
-        if text.strip():
-            paragraphs.append(text.strip())
-    return paragraphs
