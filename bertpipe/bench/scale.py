@@ -4,7 +4,8 @@ Inputs (built once under ``--work`` by ``bertpipe.bench.wikidump``): a single Me
 and a single JSONL file of ``--mb`` MB each, and ones ``--scale`` times larger for the memory
 check. Each measurement runs the real stage in a fresh subprocess: ingest of the dump, ingest
 of the JSONL, and shards from the JSONL's documents, with 1 and 2 workers on the local process
-pool and on a Dask ``LocalCluster`` of 1 and 2 worker processes. Reported per run: wall
+pool and on a Dask ``LocalCluster`` of 1 and 2 worker processes, ``--repeats`` times with the
+executors alternating; the run of median stage wall time is reported. Reported per run: wall
 seconds, CPU seconds of the whole process tree (``wait4``'s rusage, descendants included),
 input MB per wall second and per CPU-second, speed-up of 2 workers over 1, and the peak RSS of
 the largest single process of the tree (the main process, a pool worker or a Dask worker),
@@ -47,7 +48,9 @@ def _run_stage(stage: str, inputs: str, out: str, executor: str, workers_arg: st
 
         from bertpipe.core.executors import on_dask
 
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        # workers import the stage modules when they start, as `dask worker --preload ...` does (README)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               preload=["bertpipe.data.ingest", "bertpipe.data.shards"])
         mapper = on_dask(cluster.scheduler_address)
     else:
         mapper = None
@@ -123,7 +126,12 @@ def _files_equal(paths: list[str]) -> bool:
     return all(len({(Path(d) / n).read_bytes() for d in paths}) == 1 for n in names[0])
 
 
-def bench_scale(work: Path, mb: int = 100, scale: int = 4) -> dict[str, Any]:
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median stage wall time (its own figures, not a mix of runs)."""
+    return sorted(runs, key=lambda r: r["stage_wall_s"])[len(runs) // 2] | {"repeats": len(runs)}
+
+
+def bench_scale(work: Path, mb: int = 100, scale: int = 4, repeats: int = 3) -> dict[str, Any]:
     from bertpipe.data.wordpiece import WordPieceConfig, train_wordpiece
 
     files = _inputs(work, mb, scale)
@@ -133,22 +141,27 @@ def bench_scale(work: Path, mb: int = 100, scale: int = 4) -> dict[str, Any]:
     for label, stage, src in (("wiki ingest", "ingest", files[f"wiki-{mb}"]), ("jsonl ingest", "ingest", files[f"jsonl-{mb}"]),
                               ("jsonl shards", "shards", None)):
         size_mb = (src.stat().st_size if src is not None else files[f"jsonl-{mb}"].stat().st_size) / 2**20
+        measured: dict[str, list[dict[str, Any]]] = {f"{e}{n}": [] for e, n in EXECUTORS}
+        for _ in range(repeats):  # executors alternate, so each sees the same machine load
+            for executor, n in EXECUTORS:
+                out = work / "out" / f"{label.replace(' ', '-')}-{executor}{n}"
+                if stage == "shards":
+                    src_dir = table["jsonl ingest"]["runs"]["local1"]["path"]
+                    if not tok:
+                        tok = str(train_wordpiece(Path(src_dir), WordPieceConfig(vocab_size=8000), work / "tok").path)
+                    args = [stage, src_dir, str(out), executor, str(n), tok]
+                else:
+                    args = [stage, str(src), str(out), executor, str(n), ""]
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+                measured[f"{executor}{n}"].append(_measure(args))
         runs = {}
         for executor, n in EXECUTORS:
-            out = work / "out" / f"{label.replace(' ', '-')}-{executor}{n}"
-            if stage == "shards":
-                src_dir = table["jsonl ingest"]["runs"]["local1"]["path"]
-                if not tok:
-                    tok = str(train_wordpiece(Path(src_dir), WordPieceConfig(vocab_size=8000), work / "tok").path)
-                args = [stage, src_dir, str(out), executor, str(n), tok]
-            else:
-                args = [stage, str(src), str(out), executor, str(n), ""]
-            subprocess.run(["rm", "-rf", str(out)], check=True)
-            runs[f"{executor}{n}"] = r = _measure(args)
-            r |= {"mb_per_wall_s": size_mb / r["wall_s"], "mb_per_cpu_s": size_mb / r["cpu_s"]}
+            runs[f"{executor}{n}"] = r = _median_run(measured[f"{executor}{n}"])
+            r |= {"mb_per_wall_s": size_mb / r["stage_wall_s"], "mb_per_cpu_s": size_mb / r["cpu_s"],
+                  "stage_wall_all_s": [round(x["stage_wall_s"], 2) for x in measured[f"{executor}{n}"]]}
             print(f"{label:13s} {executor:5s} x{n}: stage {r['stage_wall_s']:6.1f} s wall (process {r['wall_s']:6.1f}), {r['cpu_s']:7.1f} CPU-s, "
                   f"{r['mb_per_wall_s']:6.2f} MB/s, {r['mb_per_cpu_s']:6.2f} MB/CPU-s, peak RSS {r['peak_rss_mb']:6.0f} MB "
-                  f"(largest worker {r['peak_worker_rss_mb']:5.0f} MB)", flush=True)
+                  f"(largest worker {r['peak_worker_rss_mb']:5.0f} MB); stage walls {r['stage_wall_all_s']}", flush=True)
         table[label] = {"input_mb": round(size_mb, 1), "runs": runs,
                         "speedup_local": runs["local1"]["stage_wall_s"] / runs["local2"]["stage_wall_s"],
                         "speedup_dask": runs["dask1"]["stage_wall_s"] / runs["dask2"]["stage_wall_s"],

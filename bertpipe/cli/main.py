@@ -164,7 +164,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
 def _cmd_bench_scale(args: argparse.Namespace) -> None:
     from bertpipe.bench.scale import bench_scale
 
-    print(json.dumps(bench_scale(args.work, mb=args.mb, scale=args.scale)))
+    print(json.dumps(bench_scale(args.work, mb=args.mb, scale=args.scale, repeats=args.repeats)))
 
 
 def _cmd_bench_wiki(args: argparse.Namespace) -> None:
@@ -269,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=Path("cache/bench-scale"), help="inputs and outputs (inputs are reused)")
     p.add_argument("--mb", type=int, default=100, help="size of each single input file")
     p.add_argument("--scale", type=int, default=4, help="size of the larger inputs for the memory check, as a multiple")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each (stage, executor); the median is reported")
     p.set_defaults(func=_cmd_bench_scale)
     p = bsub.add_parser("wiki", help="MediaWiki ingest vs WikiExtractor on one dump: CPU-s, residue, words kept")
     p.add_argument("dump", type=Path, help="MediaWiki XML dump (bertpipe.bench.wikidump writes one from real text)")

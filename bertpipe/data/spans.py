@@ -9,15 +9,16 @@ records, found by a short scan forward from each cut point:
   span, as a whole-file read decides it;
 - JSONL: at a line start;
 - MediaWiki XML: at a ``<page>`` start (spans hold whole pages; the reader wraps them in a root);
+  a multistream ``.xml.bz2`` (Wikipedia's own format) at a bzip2 stream start;
 - Parquet: at a row-group boundary (spans count row groups, not bytes).
 
 Each span carries the line (or row) number it starts at, counted here, so errors and ids
 name the same line as a whole-file read would. Reading the spans of a file in order yields
 exactly the documents a whole-file read yields, in the same order: the cut points are record
-boundaries that the whole-file read also ends a record at. Compressed files (``.gz``,
-``.bz2``) cannot be entered in the middle and stay one span.
+boundaries that the whole-file read also ends a record at. Other compressed files (``.gz``,
+single-stream ``.bz2``) cannot be entered in the middle and stay one span.
 
-``UNIT_BYTES`` (8 MiB) is a fixed constant, not an option: one unit makes one part of the ingest
+``UNIT_BYTES`` (4 MiB) is a fixed constant, not an option: one unit makes one part of the ingest
 output, so the unit size is part of what the output is. The scan costs a read of each cut
 point's neighbourhood plus a newline count over the file (a few GB/s).
 """
@@ -30,9 +31,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-UNIT_BYTES = 8 << 20  # 8 MiB of input per unit: seconds of work, bounded memory, enough units to balance many workers
+UNIT_BYTES = 4 << 20  # 4 MiB of input per unit: about half a second of work, bounded memory, units enough to balance workers
 _SCAN = 1 << 20
 _PAGE = re.compile(rb"<page[\s>]")
+# a bzip2 stream header ("BZh" + block size) followed by the first block's magic (the BCD digits of pi),
+# byte-aligned only at stream starts; a false match inside compressed data has odds of about 2**-72
+_BZ2_STREAM = re.compile(rb"BZh[1-9]\x31\x41\x59\x26\x53\x59")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ def plan_spans(path: Path, fmt: str, text_format: str, doc_break_blank_lines: in
     if fmt == "text" and mode == "auto":
         mode = _decide_format(path)
     size = path.stat().st_size
+    if fmt == "wiki" and path.name.lower().endswith(".bz2") and size > unit_bytes:
+        return _bz2_stream_spans(path, size, unit_bytes)
     if compressed(path) or size <= unit_bytes:
         return [Span(text_format=mode if fmt == "text" else None)]
     find = {"jsonl": _next_line, "wiki": _next_page}.get(fmt) or (
@@ -128,16 +134,7 @@ def _next_document(f, pos: int, blanks_needed: int) -> int | None:
 
 def _next_page(f, pos: int) -> int | None:
     """The offset of the first ``<page>`` start tag at or after ``pos``."""
-    f.seek(pos)
-    carry = b""
-    base = pos
-    while block := f.read(_SCAN):
-        buf = carry + block
-        if m := _PAGE.search(buf):
-            return base - len(carry) + m.start()
-        carry = buf[-16:]
-        base += len(block)
-    return None
+    return _next_match(f, pos, _PAGE)
 
 
 def _last_page_end(f, size: int) -> int:
@@ -159,6 +156,35 @@ def _line_numbers(f, offsets: list[int]) -> list[int]:
             pos += len(block)
         out.append(line)
     return out
+
+
+def _bz2_stream_spans(path: Path, size: int, unit_bytes: int) -> list[Span]:
+    """Spans of a multistream ``.xml.bz2`` (as Wikipedia publishes them: streams of 100 pages),
+    cut at stream starts; the reader decompresses a span's streams, and the streams after it
+    up to the next page start, so streams need not hold whole pages. A single-stream file is one span."""
+    cuts = [0]
+    with open(path, "rb") as f:
+        for target in range(unit_bytes, size, unit_bytes):
+            if target <= cuts[-1]:
+                continue
+            at = _next_match(f, target, _BZ2_STREAM)
+            if at is None:
+                break
+            if at > cuts[-1]:
+                cuts.append(at)
+    return [Span(a, b) for a, b in zip(cuts, cuts[1:] + [None], strict=True)] if len(cuts) > 1 else [Span()]
+
+
+def _next_match(f, pos: int, pattern: re.Pattern) -> int | None:
+    f.seek(pos)
+    carry, base = b"", pos
+    while block := f.read(_SCAN):
+        buf = carry + block
+        if m := pattern.search(buf):
+            return base - len(carry) + m.start()
+        carry = buf[-16:]
+        base += len(block)
+    return None
 
 
 def _parquet_spans(path: Path, unit_bytes: int) -> list[Span]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,9 +59,12 @@ def iter_wiki_pages(path: Path, stats: WikiStats | None = None, span: Span = Spa
     path = Path(path)
     stats = stats if stats is not None else WikiStats()
     compressed = path.suffix == ".bz2"
-    stream: IO[bytes] = bz2.open(path, "rb") if compressed else path.open("rb")
-    if not span.whole:
-        stream = _PagesOnly(stream, span)
+    if span.whole:
+        stream: IO[bytes] = bz2.open(path, "rb") if compressed else path.open("rb")
+    else:
+        raw = path.open("rb")
+        stream = io.BufferedReader(_Chunks(_whole_pages(_span_data(raw, span, compressed))), 1 << 20)
+        stream.close = raw.close  # type: ignore[method-assign]
     with stream:
         try:
             yield from _iter_dump(stream, stats)
@@ -77,35 +81,85 @@ def iter_wiki_pages(path: Path, stats: WikiStats | None = None, span: Span = Spa
             raise ValueError(f"{path}: not a valid bzip2 stream: {exc}") from exc
 
 
-class _PagesOnly(io.RawIOBase):
-    """The bytes of a span of whole ``<page>`` elements, inside a bare ``<mediawiki>`` root."""
+class _Chunks(io.RawIOBase):
+    """A file object over an iterator of byte chunks (for ``iterparse``)."""
 
-    def __init__(self, f: IO[bytes], span: Span) -> None:
-        self.f, self.head, self.tail = f, b"<mediawiki>", b"</mediawiki>"
-        f.seek(span.start)
-        self.left = None if span.end is None else span.end - span.start
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.rest = chunks, b""
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
-        if self.head:
-            chunk, self.head = self.head[: len(b)], self.head[len(b):]
-        elif self.left != 0:
-            chunk = self.f.read(len(b) if self.left is None else min(len(b), self.left))
-            if self.left is not None:
-                self.left -= len(chunk)
-            if not chunk:
-                self.left = 0
-                return self.readinto(b)
-        else:
-            chunk, self.tail = self.tail[: len(b)], self.tail[len(b):]
-        b[: len(chunk)] = chunk
-        return len(chunk)
+        while not self.rest:
+            self.rest = next(self.chunks, None)
+            if self.rest is None:
+                self.rest = b""
+                return 0
+        n = min(len(b), len(self.rest))
+        b[:n], self.rest = self.rest[:n], self.rest[n:]
+        return n
 
-    def close(self) -> None:
-        self.f.close()
-        super().close()
+
+def _span_data(f: IO[bytes], span: Span, compressed: bool) -> Iterator[tuple[bytes, bool]]:
+    """(data, past the span's end) from the span's start to the end of the file: the raw bytes,
+    or for a bzip2 file the bytes its streams decompress to (the span starts and ends at streams)."""
+    f.seek(span.start)
+    pos, d, fed = span.start, bz2.BZ2Decompressor(), False
+    while raw := f.read(1 << 20):
+        pieces = [(raw, False)]
+        if span.end is not None and pos + len(raw) > span.end:
+            cut = max(0, span.end - pos)
+            pieces = [(raw[:cut], False), (raw[cut:], True)]
+        pos += len(raw)
+        for piece, past in pieces:
+            if not compressed:
+                yield piece, past
+                continue
+            while piece:
+                yield d.decompress(piece), past
+                piece, fed = b"", True
+                if d.eof:  # streams are concatenated: the next one needs a fresh decompressor
+                    piece, d, fed = d.unused_data, bz2.BZ2Decompressor(), False
+    if fed:
+        raise EOFError("the last bzip2 stream is incomplete")
+
+
+def _whole_pages(data: Iterator[tuple[bytes, bool]]) -> Iterator[bytes]:
+    """A span's pages inside a bare root: from its first ``<page`` to the first ``<page`` that
+    starts past the span's end (the next span's first), or to the dump's ``</mediawiki>``. A
+    page that straddles the end belongs to this span; the next one skips to its first page."""
+    yield b"<mediawiki>"
+    buf, pre, started, keep = b"", 0, False, 64  # keep: a tag may straddle two chunks; the end tag is held back
+    for chunk, past in data:
+        buf += chunk
+        pre += 0 if past else len(chunk)
+        if not started:
+            at = buf.find(b"<page")
+            if at < 0 or at >= pre:  # no page starts in the span (yet, or at all)
+                if past and at >= 0:
+                    yield b"</mediawiki>"
+                    return
+                drop = max(0, len(buf) - keep)
+                buf, pre = buf[drop:], pre - drop
+                continue
+            buf, pre, started = buf[at:], pre - at, True
+        if past:
+            at = buf.find(b"<page", max(pre, 0))  # index 0 < pre is this span's own first page
+            if at >= 0:
+                yield buf[:at]
+                yield b"</mediawiki>"
+                return
+        safe = max(0, min(pre, len(buf) - keep) if not past else len(buf) - keep)
+        if safe:
+            yield buf[:safe]
+            buf, pre = buf[safe:], pre - safe
+    if started:
+        yield _CLOSE.sub(b"", buf)
+    yield b"</mediawiki>"
+
+
+_CLOSE = re.compile(rb"</mediawiki>\s*$")
 
 
 def _iter_dump(stream: IO[bytes], stats: WikiStats) -> Iterator[WikiPage]:

@@ -84,3 +84,38 @@ def test_compressed_and_small_files_stay_whole(tmp_path):
     small = tmp_path / "small.txt"
     small.write_text("One sentence.\n\nAnother one.\n")
     assert plan_spans(small, "text", "auto", 3) == [spans.Span(text_format="lines")]
+
+
+def _multistream(xml: bytes, cuts: list[int]) -> bytes:
+    import bz2
+
+    return b"".join(bz2.compress(xml[a:b]) for a, b in zip([0, *cuts], [*cuts, len(xml)], strict=True))
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_a_multistream_bz2_dump_splits_at_streams(inputs, tmp_path, aligned):
+    """Wikipedia's multistream files have streams of whole pages; pbzip2's cut anywhere. Both read back."""
+    xml = inputs["wiki"].read_bytes()
+    if aligned:  # the header alone, then 5 pages a stream, as Wikipedia does
+        starts = [i for i in range(len(xml)) if xml.startswith(b"  <page>", i)]
+        cuts = starts[::5] + [xml.rindex(b"</mediawiki>")]
+    else:
+        cuts = list(range(7_777, len(xml), 7_777))
+    dump = tmp_path / "dump.xml.bz2"
+    dump.write_bytes(_multistream(xml, cuts))
+    cfg = IngestConfig()
+    cut = plan_spans(dump, "wiki", "auto", 3, unit_bytes=dump.stat().st_size // 6)
+    assert len(cut) >= 4 and all(s.start > 0 for s in cut[1:])
+    whole, _ = documents(dump, "wiki", cfg)
+    assert len(whole) > len(cut)
+    assert [d for span in cut for d in documents(dump, "wiki", cfg, span)[0]] == whole
+
+
+def test_a_truncated_bz2_span_is_an_error(inputs, tmp_path):
+    xml = inputs["wiki"].read_bytes()
+    data = _multistream(xml, list(range(20_000, len(xml), 20_000)))
+    dump = tmp_path / "cut.xml.bz2"
+    dump.write_bytes(data[: len(data) - 100])
+    cut = plan_spans(dump, "wiki", "auto", 3, unit_bytes=len(data) // 4)
+    with pytest.raises(Exception, match="truncated|incomplete|ends early"):
+        documents(dump, "wiki", IngestConfig(), cut[-1])
