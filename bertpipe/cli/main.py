@@ -170,7 +170,7 @@ def _cmd_bench_scale(args: argparse.Namespace) -> None:
 def _cmd_bench_wiki(args: argparse.Namespace) -> None:
     from bertpipe.bench.wiki import bench_wiki
 
-    print(json.dumps(bench_wiki(args.dump, args.work, processes=args.processes, repeats=args.repeats)))
+    bench_wiki(args.dump, args.work, processes=args.processes, repeats=args.repeats)  # prints its table and JSON
 
 
 def _cmd_bench_data(args: argparse.Namespace) -> None:
