@@ -14,7 +14,7 @@ from prefect.context import get_run_context
 
 from bertpipe import tracking
 from bertpipe.core.settings import resolve
-from bertpipe.core.stage import StageResult, run_stage
+from bertpipe.core.stage import run_stage
 from bertpipe.experiments.suite import shared_suite
 from bertpipe.tasks.config import EvalTask, FinetuneConfig
 from bertpipe.tasks.finetune import FinetuneStage, task_metrics
@@ -24,8 +24,8 @@ DEFAULT_TASKS = shared_suite()  # the four tasks of ../shared/data (see its READ
 
 
 @stage_task(task_run_name="finetune:{name}")
-def finetune_task(fp: str, name: str, cfg: FinetuneConfig, checkpoint: str, train: str, eval: str, root: str) -> StageResult:
-    return run_stage(FinetuneStage(cfg, checkpoint, train, eval), root)
+def finetune_task(fp: str, name: str, cfg: FinetuneConfig, checkpoint: str, train: str, eval: str, root: str) -> dict:
+    return run_stage(FinetuneStage(cfg, checkpoint, train, eval), root).model_dump(mode="json")
 
 
 @flow(name="finetune", log_prints=True)

@@ -25,11 +25,11 @@ from flows.stagetask import stage_task, submit
 
 @stage_task(task_run_name="{name}")
 def pipeline_stage(fp: str, cfg: PipelineConfig, name: str, upstream: dict[str, StageResult], root: str,
-                   tracking_uri: str, run_id: str, dask_address: str | None) -> StageResult:
+                   tracking_uri: str, run_id: str, dask_address: str | None) -> dict:
     """Stage ``name`` of ``cfg`` into ``root/<fp>``; pretraining logs its curves live to the MLflow run.
     Data stages spread their units over the Dask cluster at ``dask_address`` or the one this task runs on."""
     stage = build_stage(cfg, name, upstream, on_metrics=tracking.metric_logger(tracking_uri, run_id))
-    return run_stage(stage, root, map_units=units_executor(stage, dask_address))
+    return run_stage(stage, root, map_units=units_executor(stage, dask_address)).model_dump(mode="json")
 
 
 @flow(name="pretrain", log_prints=True)

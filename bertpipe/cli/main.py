@@ -8,6 +8,7 @@ printed as one clear line and exit with status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -320,9 +321,35 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         args.func(args)
-    except (InputError, FileNotFoundError, ValueError) as e:
+    except (InputError, ValueError) as e:
         print(f"bertpipe {args.command}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as e:  # the environment: a missing or unreadable path, --out under a file, a full disk
+        print(f"bertpipe {args.command}: error: {environment_fault(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as e:  # a full disk, as torch and safetensors report it
+        if (fault := disk_full(e)) is None:
+            raise
+        print(f"bertpipe {args.command}: error: {fault}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def environment_fault(e: OSError) -> str:
+    """``<path>: <cause>`` for an OS error; a message of ours (no errno) as it is."""
+    if e.errno is None:
+        return str(e)
+    cause = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e)).lower()
+    paths = [p for p in (e.filename, e.filename2) if p is not None]
+    return f"{' -> '.join(map(str, paths))}: {cause}" if paths else cause
+
+
+def disk_full(e: Exception) -> str | None:
+    """A full disk, whichever writer hit it: torch says ``[enforce fail at inline_container.cc] .
+    unexpected pos``, safetensors ``I/O error: No space left on device``."""
+    text = str(e)
+    if "unexpected pos" in text or "No space left on device" in text:
+        return "no space left on device (while writing a checkpoint)"
+    return None
 
 
 if __name__ == "__main__":

@@ -28,7 +28,15 @@ from pydantic import BaseModel
 from tqdm import tqdm
 
 from bertpipe.core.fingerprint import fingerprint
-from bertpipe.core.stagedir import MANIFEST, is_complete, publish_latest, read_manifest, stage_dir, write_json_atomic
+from bertpipe.core.stagedir import (
+    MANIFEST,
+    is_complete,
+    publish_latest,
+    read_manifest,
+    remove_debris,
+    stage_dir,
+    write_json_atomic,
+)
 from bertpipe.core.workers import pool_map
 
 C = TypeVar("C", bound=BaseModel)
@@ -110,6 +118,7 @@ def run_stage(stage: Stage, root: str | Path, *, map_units: MapUnits | None = No
     final = root / fp
     if is_complete(final):
         return StageResult(stage=stage.name, fingerprint=fp, path=final, manifest=read_manifest(final), cached=True)
+    remove_debris(final)
     with stage_dir(final, work=stage.work_dir(final)) as tmp:
         units = stage.plan(tmp)
         mapper = map_units or (lambda fn, items: pool_map(fn, items, stage.workers))

@@ -5,7 +5,9 @@ marker written after everything else: ``is_complete`` is the only test of "done"
 (stages, CLI, flows). Outputs are built in a hidden sibling directory and renamed into place
 (``atomic_dir``), so a crash never leaves a directory that looks finished, and two concurrent
 builders of one fingerprint cannot corrupt each other: the first rename wins and the loser
-discards its copy. The same helper writes checkpoints, which instead replace an older copy.
+discards its copy. The temporary name records host and pid, so the next build of the same
+output removes what a killed build left (``remove_debris``). Directories get the umask's
+permissions (group-readable by default), so a team can share a cache. The same helper writes checkpoints, which instead replace an older copy.
 ``ROOT/latest`` names the newest output, so the command line chains stages by root.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -63,7 +66,8 @@ def atomic_dir(final: Path, *, replace: bool = False, work: Path | None = None) 
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     if work is None:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final) + f"{_HOST}-{os.getpid()}-", dir=final.parent))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a shared cache wants the umask's bits
     else:
         tmp = work
         tmp.mkdir(parents=True, exist_ok=True)
@@ -98,6 +102,49 @@ def stage_dir(final: Path, work: Path | None = None) -> Iterator[Path]:
         (tmp / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         if final.exists() and not is_complete(final):
             shutil.rmtree(final)  # an incomplete leftover under the final name (written by older versions)
+
+
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def _tmp_prefix(final: Path) -> str:
+    return f".{final.name}.tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_debris(final: Path, older_than: float = 86_400) -> list[Path]:
+    """Remove the temporary directories that killed builds of ``final`` left beside it.
+
+    A temporary name carries the host and pid of its builder: one whose builder on this host
+    is gone is removed; one of another host (a shared cache) is left to that host, unless
+    older than ``older_than`` seconds, as are names of older versions without a pid."""
+    removed = []
+    for tmp in final.parent.glob(_tmp_prefix(final) + "*"):
+        host, _, rest = tmp.name.removeprefix(_tmp_prefix(final)).partition("-")
+        pid = rest.partition("-")[0]
+        if host == _HOST and pid.isdigit():
+            stale = not _alive(int(pid))
+        else:
+            stale = time.time() - tmp.stat().st_mtime > older_than
+        if stale and tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -89,3 +89,39 @@ def test_a_root_resolves_through_latest_and_the_stage_is_checked(tmp_path):
     publish_latest(tmp_path, "gone")
     with pytest.raises(FileNotFoundError, match="points to .*gone"):
         resolve_stage_dir(tmp_path)
+
+
+def test_the_next_build_removes_what_dead_builders_left(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from bertpipe.core.stagedir import _HOST, remove_debris
+
+    final = tmp_path / "0123456789abcdef"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    names = {"dead": f".{final.name}.tmp-{_HOST}-{dead.stdout.strip()}-x1", "live": f".{final.name}.tmp-{_HOST}-{os.getpid()}-x2",
+             "other host": f".{final.name}.tmp-elsewhere-1-x3", "old, no pid": f".{final.name}.tmp-k2j3h4",
+             "recent, no pid": f".{final.name}.tmp-zz9x8y", "another output": ".fedcba9876543210.tmp-x-1-x4"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part.parquet").write_bytes(b"half")
+    week_ago = time.time() - 7 * 86_400
+    os.utime(tmp_path / names["old, no pid"], (week_ago, week_ago))
+    removed = {p.name for p in remove_debris(final)}
+    assert removed == {names["dead"], names["old, no pid"]}
+    assert {p.name for p in tmp_path.iterdir()} == set(names.values()) - removed
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o755), (0o002, 0o775), (0o077, 0o700)])
+def test_outputs_get_the_umasks_permissions(tmp_path, umask, mode):
+    import os
+
+    old = os.umask(umask)
+    try:
+        with stage_dir(tmp_path / "out") as tmp:
+            (tmp / MANIFEST).write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == mode

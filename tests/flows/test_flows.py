@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from tests.conftest import ROOT, SAMPLE, SAMPLE_FILES
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+STORAGE = Path(tempfile.mkdtemp(prefix="prefect-storage-"))  # Prefect's own result records, private to the run
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(STORAGE)
 
 TINY_MODEL = {"hidden_size": 36, "num_attention_heads": 3, "num_hidden_layers": 2, "intermediate_size": 72}
 
@@ -70,6 +73,13 @@ def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining
     assert {"plots", "model-hf"} <= arts
     assert {a.path for a in c.list_artifacts(built["wordpiece"]["run_id"])} == {"vocab.txt"}
     assert (Path(first["model"]) / "model.safetensors").is_file()
+
+    # Prefect's records of the stages are plain data in Prefect's own storage, none in the shared cache
+    records = {p.name: json.loads(p.read_text()) for p in STORAGE.iterdir()}
+    assert {first[s] for s in ("ingest", "wordpiece", "shards", "pretrain")} <= set(records)
+    assert all(r["metadata"]["serializer"] == {"type": "bertpipe-json"} and "__class__" not in r["result"]
+               for r in records.values())
+    assert not [p for p in (tmp_path / "work").rglob("*") if "prefect" in p.name]
 
     # the command line's pretraining of the same config on the flow's shards lands in a directory of the same name
     from bertpipe.experiments.pipeline import load_pipeline_config
