@@ -30,11 +30,11 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
     print(f"  skipped: {c['files_skipped']} files, {c['short_documents_dropped']} short documents, "
           f"{c['duplicates_dropped']} duplicates, {c['bad_records_skipped']} bad records; "
           f"{c['utf8_replacements']} UTF-8 replacements")
-    for f in res.manifest["files"]:
+    for f in res.manifest["files"]:  # only with --on-bad-file skip: otherwise the stage failed naming them
         if f["status"] != "ok":
-            print(f"  skipped {f['path']}: {f['status'].split(':', 1)[1]}")
+            print(f"bertpipe ingest: skipped {f['path']}: {f['status'].split(':', 1)[1]}", file=sys.stderr)
     for f in res.manifest["unsupported"]:
-        print(f"  skipped {f['path']}: {f['reason']}")
+        print(f"bertpipe ingest: skipped {f['path']}: {f['reason']}", file=sys.stderr)
 
 
 def _executor(args: argparse.Namespace):

@@ -27,7 +27,7 @@ import hashlib
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,12 +36,22 @@ from pydantic import Field
 from bertpipe.core.fingerprint import hash_file
 from bertpipe.core.stage import MapUnits, Stage, StageResult, run_stage
 from bertpipe.core.stagedir import commit_file
-from bertpipe.data.readers import Format, InputError, ReadOptions, ReadStats, detect_format, is_binary, read_documents
+from bertpipe.data.readers import (
+    Format,
+    InputError,
+    ReadOptions,
+    ReadStats,
+    detect_format,
+    is_binary,
+    read_documents,
+    wide_encoding,
+)
 from bertpipe.data.spans import Span, plan_spans
 
 STAGE = "ingest"
 VERSION = 2  # 2: text is a fixed point of BERT's clean_text (see bertpipe.data.text)
 WIKITEXT_CLEANER = "wikitext-cleaner-2"  # 2: the scanner of bertpipe.data.wikitext (1: mwparserfromhell)
+WIDE_TEXT_READER = "utf16-32-reader-1"
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -63,6 +73,9 @@ class IngestConfig(ReadOptions):
 
     min_doc_chars: int = Field(50, ge=0, description="drop documents with fewer characters (counted in the manifest)")
     dedupe: bool = Field(True, description="drop exact duplicate documents (first occurrence kept)")
+    on_bad_file: Literal["error", "skip"] = Field(
+        "error", description="an input file read as nothing (empty, binary, no documents, unsupported in a directory): "
+        "fail naming it, or skip it, counted and reported")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="parallel processes (output does not depend on it)")
 
 
@@ -136,7 +149,7 @@ def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
     if path.stat().st_size == 0:
         report.status = "skipped:empty file"
         return report
-    if fmt != "parquet" and is_binary(path):
+    if fmt != "parquet" and is_binary(path, cfg.encoding):
         report.status = "skipped:binary file (NUL bytes)"
         return report
     stats = ReadStats()
@@ -199,17 +212,23 @@ class IngestStage(Stage[IngestConfig]):
 
     @classmethod
     def fingerprint_config(cls, cfg: IngestConfig) -> dict[str, Any]:
-        return cfg.model_dump(mode="json", exclude={"workers"})
+        # on_bad_file decides whether a stage fails, never what it writes; utf-8 is how every
+        # input was read before the option existed, so it is left out and old outputs keep their names
+        return cfg.model_dump(mode="json", exclude={"workers", "on_bad_file"} | ({"encoding"} if cfg.encoding == "utf-8" else set()))
 
     def upstream(self) -> list[str]:
         hashes = [hash_file(p) for p, _ in self.files]  # content, in input order
-        # MediaWiki inputs also name the cleaner that reads them, so a new one re-reads a dump
+        # MediaWiki inputs also name the cleaner that reads them, and UTF-16/32 inputs the decoder
+        # that reads them (they were skipped as binary before), so a new reader re-reads them
         # without renaming the outputs of any other corpus (a VERSION bump would rename all)
-        return hashes + ([WIKITEXT_CLEANER] if any(f == "wiki" for _, f in self.files) else [])
+        wide = any(f in ("text", "jsonl") and wide_encoding(p, self.cfg.encoding) for p, f in self.files)
+        return (hashes + ([WIKITEXT_CLEANER] if any(f == "wiki" for _, f in self.files) else [])
+                + ([WIDE_TEXT_READER] if wide else []))
 
     def plan(self, out: Path) -> list[FileUnit]:
         spans = [(p, f, h, span) for (p, f), h in zip(self.files, self.upstream()[: len(self.files)], strict=True)
-                 for span in plan_spans(p, f, self.cfg.text_format, self.cfg.doc_break_blank_lines)]
+                 for span in (plan_spans(p, f, self.cfg.text_format, self.cfg.doc_break_blank_lines)
+                              if not wide_encoding(p, self.cfg.encoding) else [Span()])]
         return [FileUnit(p, f, h, out / f".raw-{i:05d}.parquet", span) for i, (p, f, h, span) in enumerate(spans)]
 
     def run_unit(self, unit: FileUnit) -> FileReport:
@@ -219,6 +238,11 @@ class IngestStage(Stage[IngestConfig]):
         cfg = self.cfg
         counts = _dedupe_parts([out / f".raw-{i:05d}.parquet" for i in range(len(reports))], reports, out, cfg.dedupe)
         reports = _per_file(reports)
+        bad = [f"{r.path} ({r.status.split(':', 1)[1]})" for r in reports if r.status != "ok"]
+        bad += [f"{u['path']} ({u['reason']})" for u in self.unsupported]
+        if bad and cfg.on_bad_file == "error":
+            raise InputError(f"{len(bad)} input file(s) read as nothing: {'; '.join(bad[:10])}"
+                             f"{' ...' if len(bad) > 10 else ''}; pass --on-bad-file skip to ingest without them")
         if counts["documents"] == 0:
             raise InputError(
                 "empty corpus: no documents left after ingest "

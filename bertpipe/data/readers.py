@@ -20,7 +20,9 @@ read as bytes line by line so that invalid UTF-8 is reported at its byte offset,
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
+import io
 import itertools
 import json
 import re
@@ -73,6 +75,9 @@ class ReadOptions(BaseModel):
     )
     # Gutenberg chapters are separated by 3+ blank lines, paragraphs by one.
     doc_break_blank_lines: int = Field(3, ge=1, description="prose: this many consecutive blank lines start a new document")
+    # utf-8 also reads files that start with a UTF-8, UTF-16 or UTF-32 byte-order mark
+    encoding: str = Field("utf-8", description="text encoding of plain-text and JSONL inputs for the whole run (e.g. "
+                          "latin-1, cp1252); utf-8 also decodes files marked with a UTF-8/16/32 byte-order mark")
     encoding_errors: Literal["strict", "replace"] = Field(
         "strict", description="invalid UTF-8: 'strict' fails naming file and byte offset; 'replace' substitutes U+FFFD and counts"
     )
@@ -118,8 +123,39 @@ def open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def is_binary(path: Path) -> bool:
-    """A NUL byte in the first 8 KiB (after decompression) marks a file as binary."""
+# longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+_BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
+
+
+def byte_order_mark(path: Path) -> str | None:
+    """The codec a file's byte-order mark names (utf-8-sig, utf-16, utf-32), or None."""
+    try:
+        with open_binary(path) as f:
+            head = f.read(4)
+    except (OSError, EOFError):
+        return None
+    return next((codec for bom, codec in _BOMS if head.startswith(bom)), None)
+
+
+def wide_encoding(path: Path, encoding: str) -> str | None:
+    """The codec when the file's newlines are not the single byte ``\\n`` (UTF-16/32, marked, or
+    the run's ``encoding``), else None: such files are decoded as one stream, never split."""
+    codec = byte_order_mark(path) if codec_name(encoding) == "utf-8" else encoding
+    if codec is None or codec == "utf-8-sig":
+        return None
+    return codec if len("\n".encode(codec)) > 1 else None
+
+
+def codec_name(encoding: str) -> str:
+    return codecs.lookup(encoding).name
+
+
+def is_binary(path: Path, encoding: str = "utf-8") -> bool:
+    """A NUL byte in the first 8 KiB (after decompression) marks a file as binary, unless it is
+    text in a UTF-16/32 encoding (marked, or the run's ``encoding``)."""
+    if wide_encoding(path, encoding):
+        return False
     try:
         with open_binary(path) as f:
             return b"\x00" in f.read(8192)
@@ -143,22 +179,42 @@ def _span_lines(f: IO[bytes], span: Span) -> Iterator[bytes]:
 
 
 def _decoded_lines(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[tuple[int, str]]:
-    """(1-based line number, decoded line) with UTF-8 errors located or counted."""
-    offset = span.start
+    """(1-based line number, decoded line) with decoding errors located or counted."""
+    if wide := wide_encoding(path, opts.encoding):
+        yield from _wide_lines(path, wide, opts, stats)
+        return
+    encoding = opts.encoding if codec_name(opts.encoding) != "utf-8" else "utf-8"
+    offset, name = span.start, codec_name(encoding).upper().replace("_", "-")
     with open_binary(path) as f:
         for lineno, raw in enumerate(_span_lines(f, span), span.first_line):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8) and encoding == "utf-8":
+                raw, offset = raw[len(codecs.BOM_UTF8):], offset + len(codecs.BOM_UTF8)  # a UTF-8 mark is not text
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode(encoding)
             except UnicodeDecodeError as e:
                 if opts.encoding_errors == "strict":
                     raise InputError(
-                        f"{path}: invalid UTF-8 at byte offset {offset + e.start} (line {lineno}); "
-                        "pass --encoding-errors replace to substitute U+FFFD and count replacements"
+                        f"{path}: invalid {name} at byte offset {offset + e.start} (line {lineno}); pass "
+                        "--encoding-errors replace to substitute U+FFFD and count replacements, or --encoding"
                     ) from None
-                line = raw.decode("utf-8", errors="replace")
+                line = raw.decode(encoding, errors="replace")
                 stats.utf8_replacements += line.count("\ufffd") - raw.count("\ufffd".encode())
             offset += len(raw)
             yield lineno, line
+
+
+def _wide_lines(path: Path, codec: str, opts: ReadOptions, stats: ReadStats) -> Iterator[tuple[int, str]]:
+    """Lines of a UTF-16/32 file, decoded as one stream (its newlines span several bytes)."""
+    lineno = 0
+    with open_binary(path) as raw, io.TextIOWrapper(raw, encoding=codec, errors=opts.encoding_errors, newline="") as f:
+        try:
+            for lineno, line in enumerate(f, 1):
+                if opts.encoding_errors == "replace":
+                    stats.utf8_replacements += line.count("\ufffd")
+                yield lineno, line
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: invalid {codec.upper()} after line {lineno}; pass --encoding-errors replace "
+                             "to substitute U+FFFD and count replacements") from None
 
 
 def looks_like_lines(sample: list[str]) -> bool:

@@ -179,7 +179,14 @@ class _Run:
 
     def _check_inputs(self) -> BertConfig:
         manifests = [load_shards_manifest(path) for path, _, _ in self.phases]
-        vocab = manifests[0][1]["vocab"]
+        self.shards_fps = [m.get("fingerprint") for _, m in manifests]
+        (p1, m1), *rest = manifests
+        for p2, m2 in rest:  # every phase must be written in one vocabulary: ids mean the same tokens
+            t1, t2 = (m.get("upstream", {}).get("wordpiece") for m in (m1, m2))
+            if t1 != t2 or m1["vocab"] != m2["vocab"]:
+                raise ValueError(f"the phase-2 shards {p2} were made with the tokenizer {t2} ({m2.get('tokenizer_dir')}), "
+                                 f"the phase-1 shards {p1} with {t1} ({m1.get('tokenizer_dir')}): build both from one vocabulary")
+        vocab = m1["vocab"]
         mcfg = BertConfig.from_preset(self.cfg.preset, **{"vocab_size": vocab["size"], "pad_token_id": vocab["pad_id"],
                                                           **self.cfg.model.overrides()})
         modes = {m["config"]["nsp_mode"] for _, m in manifests}
@@ -345,7 +352,8 @@ class _Run:
                 hf.save_checkpoint(self.raw, tmp / "model", self.vocab_file)
                 torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                             "scaler": self.scaler.state_dict(), "step": step, "data": data_pos}, tmp / "trainer.pt")
-                state = {"step": step, "data": data_pos, "world_size": self.world, "config": self.cfg.model_dump(mode="json")}
+                state = {"step": step, "data": data_pos, "world_size": self.world, "config": self.cfg.model_dump(mode="json"),
+                         "shards": self.shards_fps}
                 (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
             self.barrier()
             torch.save(capture_rng(self.device), tmp / f"rng-rank{self.rank}.pt")
@@ -368,6 +376,9 @@ class _Run:
             if diff:
                 raise ValueError(f"{d} was written with a different config ({', '.join(diff)}); resuming would not "
                                  "continue that run. Use the same options or another out_dir")
+            if "shards" in state and state["shards"] != self.shards_fps:  # older checkpoints did not record them
+                raise ValueError(f"{d} was trained on the shards {state['shards']}, this run reads {self.shards_fps}: "
+                                 "resuming would continue on other data. Use the same shards or another out_dir")
             if state["world_size"] != self.world:
                 raise ValueError(f"{d} was written by {state['world_size']} processes, this run has {self.world}: "
                                  "the data partition and RNG streams would differ")

@@ -53,3 +53,14 @@ def test_a_full_disk_says_so(full_disk, sample_docs, tmp_path):
                                    "--num-attention-heads", "2", "--num-hidden-layers", "2", "--intermediate-size", "128",
                                    "--batch-size", "4", "--eval-every", "0"), "pretrain")
     assert "no space left on device" in line, line
+
+
+def test_a_skipped_input_fails_the_command_or_is_reported_on_stderr(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "ok.txt").write_text("A real sentence that is long enough to keep. And another one.\n")
+    (src / "blob.txt").write_bytes(bytes(range(256)) * 10)
+    line = one_line_error(bertpipe("ingest", src, "--out", tmp_path / "o"), "ingest")
+    assert "blob.txt (binary file (NUL bytes))" in line and "--on-bad-file skip" in line
+    done = bertpipe("ingest", src, "--out", tmp_path / "o", "--on-bad-file", "skip")
+    assert done.returncode == 0 and f"bertpipe ingest: skipped {src / 'blob.txt'}: binary file (NUL bytes)" in done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import json
 from pathlib import Path
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bertpipe.data.ingest import IngestConfig, ingest
+from bertpipe.data.ingest import IngestConfig, IngestStage, ingest
 from bertpipe.data.readers import InputError
 from tests.conftest import FIXTURES, SAMPLE
 
@@ -64,7 +65,9 @@ def test_jsonl_gz_parquet_dirs_and_globs(tmp_path):
         ("x1", "T1", ["One.", "Two!", "Three?"]),
         ("a.jsonl.gz:2", None, ["No id here.", "Fine."]),
     ]
-    whole = ingest([src], CFG.model_copy(update={"text_field": "body"}), tmp_path / "o2")
+    with pytest.raises(InputError, match=r"notes.csv \(unsupported extension\); pass --on-bad-file skip"):
+        ingest([src], CFG.model_copy(update={"text_field": "body"}), tmp_path / "o2")
+    whole = ingest([src], CFG.model_copy(update={"text_field": "body", "on_bad_file": "skip"}), tmp_path / "o2")
     assert whole.manifest["unsupported"] == [{"path": str(src / "sub" / "notes.csv"), "reason": "unsupported extension"}]
     assert whole.manifest["counts"]["documents"] == 3
 
@@ -114,11 +117,16 @@ def test_invalid_utf8_names_file_and_byte_offset_or_is_counted(tmp_path):
     assert docs_of(res)[0]["sentences"] == ["Good line here.", "Bad byte."]
 
 
-def test_empty_and_binary_files_are_skipped_and_reported(tmp_path):
+def test_empty_and_binary_files_fail_the_stage_or_are_skipped_and_reported(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "blob.txt").write_bytes(bytes(range(256)) * 10)
     (tmp_path / "ok.txt").write_text("A real sentence. And another one.\n")
-    res = ingest([tmp_path], CFG, tmp_path.parent / (tmp_path.name + "-out"))
+    out = tmp_path.parent / (tmp_path.name + "-out")
+    with pytest.raises(InputError, match=r"2 input file\(s\) read as nothing: .*blob.txt \(binary file \(NUL bytes\)\); "
+                                         r".*empty.txt \(empty file\)"):
+        ingest([tmp_path], CFG, out)
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+    res = ingest([tmp_path], CFG.model_copy(update={"on_bad_file": "skip"}), out)
     status = {Path(f["path"]).name: f["status"] for f in res.manifest["files"]}
     assert status == {"blob.txt": "skipped:binary file (NUL bytes)", "empty.txt": "skipped:empty file", "ok.txt": "ok"}
     assert res.manifest["counts"]["files_skipped"] == 2
@@ -127,7 +135,7 @@ def test_empty_and_binary_files_are_skipped_and_reported(tmp_path):
 def test_empty_corpus_is_a_clear_error(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(InputError, match="empty corpus"):
-        ingest([tmp_path / "empty.txt"], CFG, tmp_path / "out")
+        ingest([tmp_path / "empty.txt"], CFG.model_copy(update={"on_bad_file": "skip"}), tmp_path / "out")
 
 
 @pytest.mark.parametrize("suffix,opener", [(".jsonl.gz", gzip.compress), (".xml.bz2", bz2.compress)])
@@ -164,3 +172,30 @@ def test_single_huge_line_and_one_sentence_documents(tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         ingest([tmp_path / "nope.txt"], CFG, tmp_path / "out")
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-32", "utf-8-sig", "utf-16-be"])
+def test_text_marked_as_utf16_or_utf32_or_with_a_utf8_bom_is_decoded(tmp_path, codec):
+    text = "Caf\u00e9 society met at n\u00fcn. Sie sa\u00dfen dort.\n\nA second document \u2013 with a dash.\n"
+    (tmp_path / "utf8").mkdir()
+    (tmp_path / "utf8" / "doc.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "marked").mkdir()
+    data = text.encode(codec)
+    if codec == "utf-16-be":
+        data = codecs.BOM_UTF16_BE + data
+    (tmp_path / "marked" / "doc.txt").write_bytes(data)
+    plain = ingest([tmp_path / "utf8"], CFG, tmp_path / "o1")
+    marked = ingest([tmp_path / "marked"], CFG, tmp_path / "o2")
+    assert [d["sentences"] for d in docs_of(marked)] == [d["sentences"] for d in docs_of(plain)]
+    assert len(docs_of(plain)) == 2
+
+
+def test_a_legacy_encoding_is_a_run_option_recorded_in_the_fingerprint(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "latin.txt").write_bytes("Un caf\u00e9 tr\u00e8s fran\u00e7ais. Voil\u00e0 tout.\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin.txt: invalid UTF-8 at byte offset 6 \(line 1\).*--encoding"):
+        ingest([tmp_path / "in"], CFG, tmp_path / "o")
+    res = ingest([tmp_path / "in"], CFG.model_copy(update={"encoding": "latin-1"}), tmp_path / "o")
+    assert docs_of(res)[0]["sentences"] == ["Un caf\u00e9 tr\u00e8s fran\u00e7ais. Voil\u00e0 tout."]  # BERT's line format
+    utf8 = IngestStage(CFG, [tmp_path / "in"]).fingerprint()
+    assert res.fingerprint != utf8 == IngestStage(CFG.model_copy(update={"encoding": "utf-8"}), [tmp_path / "in"]).fingerprint()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -120,3 +122,28 @@ def test_causal_model_trains_left_to_right_without_nsp(static_dir, tmp_path):
     real_tokens = sum(int(b["attention_mask"].sum()) - len(b["attention_mask"]) for _, b in zip(range(4), ds))
     assert evals[-1]["predictions"] == real_tokens
     assert hf.load_config(res.final_dir).causal
+
+
+def test_shards_of_another_vocabulary_or_another_run_are_refused(shard_root, static_dir, tmp_path):
+    """Phase-2 shards written with another tokenizer (smaller, so the size check alone passed), and a
+    resume on other shards, would train on ids that mean other tokens: both stop, naming both."""
+    from bertpipe.data.ingest import IngestConfig, ingest
+    from bertpipe.data.shards import ShardsConfig, build_shards
+    from bertpipe.data.wordpiece import WordPieceConfig, train_wordpiece
+    from tests.conftest import SAMPLE_FILES
+
+    docs = ingest(SAMPLE_FILES, IngestConfig(workers=1), shard_root / "docs")
+    small = train_wordpiece(docs.path, WordPieceConfig(vocab_size=700), tmp_path / "tok")
+    other = build_shards(docs.path, small.path, ShardsConfig(workers=1, max_seq_length=64, dupe_factor=1, eval_fraction=0.1,
+                                                              rows_per_group=64), tmp_path / "shards", progress=False)
+    with pytest.raises(ValueError, match=rf"phase-2 shards {other.path} were made with the tokenizer {small.fingerprint}.*"
+                                         rf"phase-1 shards {static_dir} with"):
+        pretrain(static_dir, tiny_cfg(), tmp_path / "mixed", shards_phase2=other.path)
+
+    tokenizer = json.loads((static_dir / "manifest.json").read_text())["tokenizer_dir"]
+    same_vocab = build_shards(docs.path, tokenizer,
+                              ShardsConfig(workers=1, max_seq_length=64, dupe_factor=1, eval_fraction=0.1, seed=99,
+                                           rows_per_group=64), tmp_path / "shards2", progress=False)
+    pretrain(static_dir, tiny_cfg(steps=6, checkpoint_every=2), tmp_path / "run", stop_at_step=2)
+    with pytest.raises(ValueError, match=r"was trained on the shards .* this run reads"):
+        pretrain(same_vocab.path, tiny_cfg(steps=6, checkpoint_every=2), tmp_path / "run")
