@@ -140,6 +140,7 @@ class ShardDataset(IterableDataset):
         v = self.manifest["vocab"]
         self.vocab_size, self.pad_id, self.mask_id = int(v["size"]), int(v["pad_id"]), int(v["mask_id"])
         self.special_ids = np.array([v[k] for k in ("pad_id", "unk_id", "cls_id", "sep_id", "mask_id")], np.int32)
+        self.unk_id = int(v["unk_id"])
         self._is_subword: np.ndarray | None = None
         if pad_to not in ("longest", "max") and not (isinstance(pad_to, int) and pad_to >= self.max_seq_length):
             raise ValueError(f"pad_to must be 'longest', 'max' or an int >= {self.max_seq_length}, got {pad_to!r}")
@@ -283,7 +284,7 @@ class ShardDataset(IterableDataset):
         if self.dynamic:
             rng = np.random.default_rng([self.seed, _MASK, self.epoch, self.rank, worker, batch_index])
             mb = mask_batch(ids, lengths, self.masking, rng, vocab_size=self.vocab_size, mask_id=self.mask_id,
-                            special_ids=self.special_ids, is_subword=self._subword_table())
+                            special_ids=self.special_ids, is_subword=self._subword_table(), unk_id=self.unk_id)
             ids, positions, labels = mb.input_ids.astype(np.int64), mb.positions, mb.labels.astype(np.int64)
         else:
             positions = np.zeros((n, P), np.int64)

@@ -22,6 +22,7 @@ The rules are the reference's (create_pretraining_data.py):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator
@@ -37,6 +38,14 @@ class MaskingConfig(BaseModel):
         (0.8, 0.1, 0.1), description="probabilities of [MASK] / random token / unchanged for a chosen token; must sum to 1"
     )
     whole_word: bool = Field(False, description="mask all WordPieces of a word together")
+    # The reference (create_pretraining_data.py) excludes only [CLS] and [SEP]: [UNK] positions are
+    # predicted too, which matters with an imported vocabulary, where [UNK] is common.
+    mask_unk: bool = Field(True, description="[UNK] positions may be chosen, as in the reference; false excludes them")
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The fields as fingerprinted: ``mask_unk`` at its default is left out, so shards and
+        pretrainings named before the option existed keep their names."""
+        return self.model_dump(mode="json", exclude={"mask_unk"} if self.mask_unk else set())
 
     @field_validator("mask_split")
     @classmethod
@@ -69,8 +78,12 @@ def mask_batch(
     mask_id: int,
     special_ids: np.ndarray,
     is_subword: np.ndarray | None = None,
+    unk_id: int | None = None,
 ) -> MaskedBatch:
-    """Mask a right-padded (n, T) batch whose rows have the given lengths."""
+    """Mask a right-padded (n, T) batch whose rows have the given lengths. ``special_ids`` are never
+    chosen, except ``unk_id`` when ``cfg.mask_unk``."""
+    if cfg.mask_unk and unk_id is not None:
+        special_ids = special_ids[special_ids != unk_id]
     n, t = tokens.shape
     p = cfg.max_predictions_per_seq
     pos = np.arange(t)

@@ -163,31 +163,63 @@ def is_binary(path: Path, encoding: str = "utf-8") -> bool:
         return False  # let the reader report the corruption with its own message
 
 
-def _span_lines(f: IO[bytes], span: Span) -> Iterator[bytes]:
-    """The raw lines of a byte span of ``f``."""
-    if span.whole:
-        yield from f
-        return
-    f.seek(span.start)
+_PIECE = 1 << 20  # plain text: a longer line is read in pieces of at most 1 MiB, cut at whitespace
+
+
+def _bounded(f: IO[bytes], limit: int) -> Iterator[tuple[bytes, bool]]:
+    """(bytes, continues the previous line): lines, a longer one in pieces of at most ``limit``
+    bytes, cut after whitespace (else at a UTF-8 character boundary), so memory never holds a
+    whole long line."""
+    rest, cont = b"", False
+    while line := rest + (f.readline(limit - len(rest)) if len(rest) < limit else b""):
+        rest = b""
+        if line.endswith(b"\n") or len(line) < limit:  # a whole line, or the last of the file
+            yield line, cont
+            cont = False
+            continue
+        cut = max(line.rfind(b" "), line.rfind(b"\t")) + 1
+        if cut <= 0:
+            cut = len(line)
+            while cut > 1 and line[cut - 1] & 0xC0 == 0x80:  # continuation bytes of a character
+                cut -= 1
+            cut = cut - 1 if line[cut - 1] >= 0xC0 else len(line)  # before the character's first byte
+        yield line[:cut], cont
+        rest, cont = line[cut:], True
+
+
+def _span_lines(f: IO[bytes], span: Span, limit: int | None = None) -> Iterator[tuple[bytes, bool]]:
+    """The raw lines of a byte span of ``f``, as (bytes, continues the previous line); with a
+    ``limit``, long lines come in pieces (``_bounded``)."""
+    if not span.whole:
+        f.seek(span.start)
     left = None if span.end is None else span.end - span.start
-    for raw in f:
+    for raw, cont in (_bounded(f, limit) if limit else ((line, False) for line in f)):
         if left is not None:
             if left <= 0:
                 return
             left -= len(raw)
-        yield raw
+        yield raw, cont
 
 
 def _decoded_lines(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[tuple[int, str]]:
     """(1-based line number, decoded line) with decoding errors located or counted."""
+    for lineno, line, _ in _decoded(path, opts, stats, span):
+        yield lineno, line
+
+
+def _decoded(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span(),
+             limit: int | None = None) -> Iterator[tuple[int, str, bool]]:
+    """(line number, decoded line or piece, continues the previous line)."""
     if wide := wide_encoding(path, opts.encoding):
-        yield from _wide_lines(path, wide, opts, stats)
+        for lineno, line in _wide_lines(path, wide, opts, stats):
+            yield lineno, line, False
         return
     encoding = opts.encoding if codec_name(opts.encoding) != "utf-8" else "utf-8"
-    offset, name = span.start, codec_name(encoding).upper().replace("_", "-")
+    offset, name, lineno = span.start, codec_name(encoding).upper().replace("_", "-"), span.first_line - 1
     with open_binary(path) as f:
-        for lineno, raw in enumerate(_span_lines(f, span), span.first_line):
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8) and encoding == "utf-8":
+        for raw, cont in _span_lines(f, span, limit):
+            lineno += not cont
+            if lineno == 1 and not cont and raw.startswith(codecs.BOM_UTF8) and encoding == "utf-8":
                 raw, offset = raw[len(codecs.BOM_UTF8):], offset + len(codecs.BOM_UTF8)  # a UTF-8 mark is not text
             try:
                 line = raw.decode(encoding)
@@ -200,7 +232,7 @@ def _decoded_lines(path: Path, opts: ReadOptions, stats: ReadStats, span: Span =
                 line = raw.decode(encoding, errors="replace")
                 stats.utf8_replacements += line.count("\ufffd") - raw.count("\ufffd".encode())
             offset += len(raw)
-            yield lineno, line
+            yield lineno, line, cont
 
 
 def _wide_lines(path: Path, codec: str, opts: ReadOptions, stats: ReadStats) -> Iterator[tuple[int, str]]:
@@ -228,21 +260,24 @@ def looks_like_lines(sample: list[str]) -> bool:
 
 def _read_text(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[RawDoc]:
     mode = span.text_format or opts.text_format
-    lines = _decoded_lines(path, opts, stats, span)
-    head: list[tuple[int, str]] = []
+    lines = _decoded(path, opts, stats, span, limit=_PIECE)
+    head: list[tuple[int, str, bool]] = []
     if mode == "auto":
         for item in lines:
             head.append(item)
             if len(head) >= 400:
                 break
-        mode = "lines" if looks_like_lines([ln for _, ln in head]) else "prose"
+        mode = "lines" if looks_like_lines([ln for _, ln, _ in head]) else "prose"
     stem = path.name
     first_line = 0  # of the current document: its id, the same whichever span reads it
     block: list[str] = []  # lines of the current paragraph (prose) or document (lines)
+    block_chars = 0  # flushed early past _PIECE: a paragraph of megabytes is split in bounded pieces
     doc_sentences: list[str] = []
     blanks = 0
 
     def flush_block() -> None:
+        nonlocal block_chars
+        block_chars = 0
         if not block:
             return
         text = clean_text("\n".join(block))  # one call per paragraph/document, not per line
@@ -254,7 +289,7 @@ def _read_text(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Spa
             doc_sentences.extend(split_sentences(text, opts.max_sentence_chars))
         block.clear()
 
-    for lineno, line in itertools.chain(head, lines):
+    for lineno, line, cont in itertools.chain(head, lines):
         if line.isspace() or not line:
             blanks += 1
             continue
@@ -268,7 +303,10 @@ def _read_text(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Spa
         if not doc_sentences and not block:
             first_line = lineno
         block.append(line.rstrip("\r\n"))
-        stats.records += 1
+        block_chars += len(line)
+        if block_chars > _PIECE:
+            flush_block()
+        stats.records += not cont
     flush_block()
     if doc_sentences:
         yield RawDoc(f"{stem}:{first_line}", None, doc_sentences)

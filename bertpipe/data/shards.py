@@ -78,7 +78,7 @@ class ShardsConfig(BaseModel):
         return self
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"workers"})
+        return self.model_dump(mode="json", exclude={"workers"}) | {"masking": self.masking.fingerprint_fields()}
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def build_shard(job: BlockJob) -> dict[str, Any]:
             cols: dict[str, pa.Array] = {}
             if not cfg.dynamic:
                 mb = mask_batch(ids, lengths, cfg.masking, mask_rng, vocab_size=vocab.size, mask_id=vocab.mask_id,
-                                special_ids=vocab.special_ids, is_subword=vocab.is_subword)
+                                special_ids=vocab.special_ids, is_subword=vocab.is_subword, unk_id=vocab.unk_id)
                 ids = mb.input_ids
                 n_masked = mb.valid.sum(1)
                 cols["masked_positions"] = _ragged(mb.positions[mb.valid].astype(np.int16), n_masked)

@@ -66,6 +66,8 @@ class PretrainStage(Stage[PretrainConfig]):
     @classmethod
     def fingerprint_config(cls, cfg: PretrainConfig) -> dict[str, Any]:
         fields = cfg.model_dump(mode="json", exclude=FREE_FIELDS) | ({"devices": cfg.devices} if cfg.devices > 1 else {})
+        if cfg.masking is not None:
+            fields["masking"] = cfg.masking.fingerprint_fields()
         if not fields["keep_steps"]:
             del fields["keep_steps"]  # runs that keep no extra checkpoints keep their earlier names
         return fields

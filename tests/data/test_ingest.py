@@ -199,3 +199,34 @@ def test_a_legacy_encoding_is_a_run_option_recorded_in_the_fingerprint(tmp_path)
     assert docs_of(res)[0]["sentences"] == ["Un caf\u00e9 tr\u00e8s fran\u00e7ais. Voil\u00e0 tout."]  # BERT's line format
     utf8 = IngestStage(CFG, [tmp_path / "in"]).fingerprint()
     assert res.fingerprint != utf8 == IngestStage(CFG.model_copy(update={"encoding": "utf-8"}), [tmp_path / "in"]).fingerprint()
+
+
+def _peak_rss_mb(cmd: list[str]) -> float:
+    import os
+    import subprocess
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert status == 0, proc.stderr.read()[-2000:]
+    return usage.ru_maxrss / 1024
+
+
+def test_memory_does_not_follow_the_length_of_a_line(tmp_path):
+    """One line of 40 MB (a corpus with its newlines lost) costs about what one of 2 MB does."""
+    import sys
+
+    words = (SAMPLE / "the-war-of-the-worlds-part.txt").read_text().split()
+    line = " ".join(words)
+    rss = {}
+    for mb in (2, 40):
+        src = tmp_path / f"line-{mb}.txt"
+        with open(src, "w") as f:
+            written = 0
+            while written < mb << 20:
+                f.write(line + " ")
+                written += len(line) + 1
+            f.write("\n")
+        rss[mb] = _peak_rss_mb([sys.executable, "-m", "bertpipe.cli.main", "ingest", str(src), "--out",
+                                str(tmp_path / f"out-{mb}"), "--workers", "1", "--text-format", "prose"])
+    print(f"peak RSS: {rss}")
+    assert rss[40] < rss[2] + 150, rss  # was about 1.6 GB for 50 MB: 30x the line

@@ -126,3 +126,35 @@ def test_failed_runs_publish_nothing_and_debris_is_ignored(sample_docs, sample_t
     res = build_shards(sample_docs.path, sample_tok.path, cfg, tmp_path / "out", progress=False)
     assert not res.cached and is_complete(res.path)
     assert pq.read_metadata(res.path / "train-00000.parquet").num_rows > 0
+
+
+def test_unk_positions_are_predicted_as_in_the_reference_unless_excluded(tmp_path):
+    """create_pretraining_data.py excludes only [CLS] and [SEP]: [UNK] is predicted too."""
+    import numpy as np
+
+    from bertpipe.data.ingest import IngestConfig, ingest
+    from bertpipe.data.wordpiece import WordPieceConfig, load_vocab, train_wordpiece
+    from tests.conftest import SAMPLE
+
+    src = tmp_path / "src"
+    src.mkdir()
+    text = (SAMPLE / "the-war-of-the-worlds-part.txt").read_text()
+    (src / "book.txt").write_text(text)
+    (src / "greek.txt").write_text("\n\n".join(f"{s} \u03b1\u03b2\u03b3 \u2603 end." for s in text.split(". ")[:400]))
+    docs = ingest([src], IngestConfig(workers=1), tmp_path / "docs")
+    tok = train_wordpiece(docs.path, WordPieceConfig(vocab_size=900, limit_alphabet=40), tmp_path / "tok")
+    unk = load_vocab(tok.path).unk_id
+
+    def unk_predictions(res) -> tuple[int, int]:
+        labels = np.concatenate([pq.read_table(res.path / s["file"], columns=["masked_ids"]).column(0).combine_chunks()
+                                 .values.to_numpy() for s in res.manifest["shards"]])
+        return int((labels == unk).sum()), len(labels)
+
+    base = ShardsConfig(workers=1, dupe_factor=1, max_seq_length=64)
+    default = build_shards(docs.path, tok.path, base, tmp_path / "shards", progress=False)
+    excluded = build_shards(docs.path, tok.path, base.model_copy(update={"masking": base.masking.model_copy(
+        update={"mask_unk": False})}), tmp_path / "shards", progress=False)
+    (n_unk, n), (n_unk_excl, _) = unk_predictions(default), unk_predictions(excluded)
+    assert n_unk >= 5 and n_unk_excl == 0, (n_unk, n)  # before: 0 of 10,492 with the defaults
+    assert default.fingerprint != excluded.fingerprint
+    assert "mask_unk" not in default.manifest["config"]["masking"]  # the default keeps earlier shards' names
