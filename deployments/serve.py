@@ -4,7 +4,8 @@ pretrain/tiny (CPU minutes on the sample corpus), pretrain/base (BERT-Base, the 
 recipe), pretrain/large, one sweep/<name> per shipped sweep (masking-rate, convergence,
 masking-split, fusion, nsp, size, pooling: variants x seeds on the shared corpora, then a
 report), and finetune/default (a checkpoint on the four shared downstream tasks). Each
-deployment is just a preset or sweep name; runs take JSON overrides, e.g.
+deployment's parameters are the preset or sweep itself, typed, so the run form shows every field;
+runs also take JSON overrides, e.g.
 ``prefect deployment run pretrain/base --param overrides='{"pretrain": {"steps": 10}}'``.
 """
 
@@ -15,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prefect import serve  # noqa: E402
 
+from bertpipe import tracking  # noqa: E402
+from bertpipe.experiments.pipeline import load_pipeline_config  # noqa: E402
 from bertpipe.experiments.sweep import load_sweep, sweep_names  # noqa: E402
 from flows.finetune import DEFAULT_TASKS, finetune_flow  # noqa: E402
 from flows.pretrain import pretrain_flow  # noqa: E402
@@ -26,10 +29,23 @@ DEPLOYMENTS = {
     "large": "BERT-Large (L=24, H=1024, A=16) with the paper's recipe",
 }
 
+
+
+def deployments():
+    """Every deployment; its default parameters are the preset or sweep itself, so the run form opens
+    filled with them, and a run's values are checked against the schema when the run is created."""
+    yield from (pretrain_flow.to_deployment(name, description=desc, tags=["bertpipe"], enforce_parameter_schema=True,
+                                            parameters={"config": load_pipeline_config(name).model_dump(mode="json"),
+                                                        "tags": tracking.preset_tags(name)})
+                for name, desc in DEPLOYMENTS.items())
+    yield from (sweep_flow.to_deployment(name, description=load_sweep(name).description, tags=["bertpipe", "sweep"],
+                                         enforce_parameter_schema=True,
+                                         parameters={"spec": load_sweep(name).model_dump(mode="json"), "name": name})
+                for name in sweep_names())
+    yield finetune_flow.to_deployment("default", enforce_parameter_schema=True, tags=["bertpipe"],
+                                      parameters={"tasks": [t.model_dump(mode="json") for t in DEFAULT_TASKS]},
+                                      description="fine-tune a checkpoint (parameter 'checkpoint') on the four shared tasks")
+
+
 if __name__ == "__main__":
-    serve(*(pretrain_flow.to_deployment(name, parameters={"preset": name}, description=desc, tags=["bertpipe"])
-            for name, desc in DEPLOYMENTS.items()),
-          *(sweep_flow.to_deployment(name, parameters={"sweep": name}, description=load_sweep(name).description,
-                                     tags=["bertpipe", "sweep"]) for name in sweep_names()),
-          finetune_flow.to_deployment("default", parameters={"tasks": [t.model_dump(mode="json") for t in DEFAULT_TASKS]},
-              description="fine-tune a checkpoint (parameter 'checkpoint') on the four shared tasks", tags=["bertpipe"]))
+    serve(*deployments())

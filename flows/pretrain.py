@@ -1,6 +1,7 @@
 """The ``pretrain`` flow: ingest → wordpiece → shards (→ phase-2 shards) → pretrain, tracked.
 
-Wiring only. ``bertpipe.experiments.pipeline.plan`` lists the stages with the fingerprint
+Wiring only. The flow takes the pipeline config itself, so Prefect's run form shows every
+field of every stage with its description, bounds and choices. ``bertpipe.experiments.pipeline.plan`` lists the stages with the fingerprint
 each will have; each runs as a Prefect task keyed by that fingerprint (``flows.stagetask``),
 which checks that the output it gets carries it. ``bertpipe.tracking.PipelineRun`` gives the
 flow run an MLflow parent run and each stage a child run, also when served from cache. When
@@ -18,7 +19,7 @@ from prefect.context import get_run_context
 from bertpipe import tracking
 from bertpipe.core.executors import units_executor
 from bertpipe.core.stage import StageResult, run_stage
-from bertpipe.experiments.pipeline import PipelineConfig, build_stage, load_pipeline_config, plan
+from bertpipe.experiments.pipeline import PipelineConfig, build_stage, plan, with_overrides
 from bertpipe.train.stage import checkpoints_at
 from flows.stagetask import stage_task, submit
 
@@ -32,22 +33,22 @@ def pipeline_stage(fp: str, cfg: PipelineConfig, name: str, upstream: dict[str, 
     return run_stage(stage, root, map_units=units_executor(stage, dask_address)).model_dump(mode="json")
 
 
-@flow(name="pretrain", log_prints=True)
-def pretrain_flow(preset: str = "tiny", overrides: dict[str, Any] | None = None, parent_run_id: str | None = None,
+@flow(name="pretrain", log_prints=True, validate_parameters=True)
+def pretrain_flow(config: PipelineConfig, overrides: dict[str, Any] | None = None, parent_run_id: str | None = None,
                   tags: dict[str, str] | None = None, dask_address: str | None = None) -> dict[str, str]:
-    """Run the pipeline from a named preset with JSON overrides.
+    """Run the pipeline with ``config`` (a deployment's default is its preset; every field is on the run form).
 
-    Parameters are validated first: an unknown preset or an invalid value fails the run
-    here, before any stage starts. ``dask_address``: a Dask scheduler for the data stages' units
-    (under ``DaskTaskRunner`` its own cluster is used without it).
+    ``overrides``: JSON deep-merged into ``config`` (``prefect deployment run ... --params``).
+    The config is validated before any stage starts. ``dask_address``: a Dask scheduler for the
+    data stages' units (under ``DaskTaskRunner`` its own cluster is used without it).
     """
-    cfg = load_pipeline_config(preset, overrides)
+    cfg = with_overrides(config, overrides)
     stages = plan(cfg)
     fingerprints = {st.name: st.fingerprint for st in stages}
     get_run_logger().info("stage fingerprints: %s", fingerprints)
     flow_run = get_run_context().flow_run
     run = tracking.PipelineRun(cfg.tracking_uri or tracking.default_tracking_uri(), cfg.experiment, flow_run.name,
-                               tracking.prefect_tags(str(flow_run.id)) | tracking.pipeline_tags(preset, fingerprints) | (tags or {}),
+                               tracking.prefect_tags(str(flow_run.id)) | tracking.pipeline_tags(fingerprints) | (tags or {}),
                                cfg.model_dump(mode="json"), parent_run_id)
     ok = False
     try:

@@ -26,7 +26,7 @@ from prefect.context import get_run_context
 from bertpipe import tracking
 from bertpipe.experiments.pipeline import deep_merge
 from bertpipe.experiments.report import sweep_markdown
-from bertpipe.experiments.sweep import load_sweep, sweep_params, sweep_tags, validate, variant_overrides, variant_tags
+from bertpipe.experiments.sweep import SweepSpec, load_sweep, sweep_params, sweep_tags, validate, variant_tags
 from flows.pretrain import pretrain_flow
 
 
@@ -37,30 +37,27 @@ def report_task(tracking_uri: str, experiment: str, sweep_run: str, out_dir: str
     return md
 
 
-@flow(name="sweep", log_prints=True)
-def sweep_flow(sweep: str = "masking-rate", overrides: dict[str, Any] | None = None, seeds: list[int] | None = None,
-               grid: dict[str, list[Any]] | None = None, experiment: str | None = None,
-               preset: str | None = None) -> dict[str, Any]:
-    """Train every variant of the named sweep over its seeds and report.
+@flow(name="sweep", log_prints=True, validate_parameters=True)
+def sweep_flow(spec: SweepSpec, name: str = "custom", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train every variant of ``spec`` over its seeds and report (a deployment's default is a
+    shipped sweep; its variants, seeds and shared overrides are on the run form).
 
-    ``overrides`` are merged into the sweep's shared overrides (e.g. fewer steps);
-    ``seeds``, ``grid``, ``experiment`` and ``preset`` replace the sweep's own when given.
+    ``overrides``: JSON deep-merged into the sweep's shared overrides (e.g. fewer steps).
     """
-    spec = load_sweep(sweep, seeds=seeds, grid=grid, experiment=experiment, preset=preset)
     if overrides:
         spec = spec.model_copy(update={"overrides": deep_merge(spec.overrides, overrides)})
     runs = validate(spec)  # every variant's config is checked before anything trains
     cfg = runs[0][2]
     flow_run = get_run_context().flow_run
     run = tracking.PipelineRun(cfg.tracking_uri or tracking.default_tracking_uri(), spec.experiment,
-                               f"sweep {sweep} {flow_run.name}", tracking.prefect_tags(str(flow_run.id)) | sweep_tags(sweep),
-                               sweep_params(sweep, spec))
+                               f"sweep {name} {flow_run.name}", tracking.prefect_tags(str(flow_run.id)) | sweep_tags(name),
+                               sweep_params(name, spec))
     ok = False
     try:
         ids = []
-        for variant, seed, _ in runs:
-            res = pretrain_flow(spec.preset, variant_overrides(spec, variant, seed), parent_run_id=run.run_id,
-                                tags=variant_tags(sweep, variant, seed))
+        for variant, seed, variant_cfg in runs:
+            res = pretrain_flow(variant_cfg, parent_run_id=run.run_id,
+                                tags=variant_tags(name, variant, seed) | tracking.preset_tags(spec.preset))
             ids.append(res["mlflow_run_id"])
             get_run_logger().info("variant %r seed %d -> MLflow run %s", variant.name(), seed, res["mlflow_run_id"])
         md = report_task(run.uri, spec.experiment, run.run_id, str(cfg.work_path() / "sweeps" / run.run_id), spec.paper)
@@ -78,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--overrides", type=json.loads, default=None, help="JSON merged into the sweep's overrides")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None, help="e.g. 1,2,3")
     a = p.parse_args(argv)
-    out = sweep_flow(a.sweep, a.overrides, a.seeds)
+    out = sweep_flow(load_sweep(a.sweep, seeds=a.seeds), a.sweep, a.overrides)
     print(out["report"])
 
 

@@ -11,11 +11,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from bertpipe.experiments.pipeline import load_pipeline_config
 from tests.conftest import ROOT, SAMPLE
 
 BIN = Path(sys.executable).parent
@@ -34,6 +36,14 @@ def wait_until(check, seconds: float, what: str) -> None:
             return
         time.sleep(1)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+def call(url: str, body: dict | None = None) -> dict:
+    """GET (or POST ``body``) a Prefect API endpoint; the JSON reply."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as reply:
+        return json.loads(reply.read())
 
 
 def healthy(url: str) -> bool:
@@ -106,6 +116,39 @@ def test_deployment_run_pretrain_base_end_to_end(tmp_path):
         hf_cfg = json.loads(Path(client.download_artifacts(pre.info.run_id, "model-hf/config.json", str(tmp_path))).read_text())
         assert (hf_cfg["num_hidden_layers"], hf_cfg["hidden_size"], hf_cfg["num_attention_heads"]) == (12, 768, 12)
         assert by_stage["shards"].data.metrics["count_rows"] > 0
+
+        # The run form: the deployment's parameters are the typed pipeline config, defaults = the preset.
+        api = f"http://127.0.0.1:{port}/api"
+        dep = call(f"{api}/deployments/name/pretrain/base")
+        schema = dep["parameter_openapi_schema"]
+        defs = schema.get("definitions") or schema["$defs"]
+        prob = defs["MaskingConfig"]["properties"]["masked_lm_prob"]
+        assert (prob["type"], prob["exclusiveMinimum"], prob["exclusiveMaximum"]) == ("number", 0.0, 1.0) and prob["description"]
+        fusion = defs["ModelOverrides"]["properties"]["embedding_fusion"]["anyOf"][0]
+        assert fusion["enum"] == ["sum", "concat"]
+        assert dep["parameters"]["config"] == load_pipeline_config("base").model_dump(mode="json")
+        form = dep["parameters"]["config"]  # what the form opens with, then edited field by field as a user would
+        form["corpus"], form["work_dir"], form["tracking_uri"] = overrides["corpus"], str(tmp_path / "form"), uri
+        form["experiment"] = "form-run"
+        form["wordpiece"]["vocab_size"], form["phase2"] = 2000, None
+        form["shards"] |= {"max_seq_length": 64, "dupe_factor": 1, "eval_fraction": 0.1}
+        form["shards"]["masking"] |= {"masked_lm_prob": 0.4, "max_predictions_per_seq": 26}
+        form["pretrain"]["model"]["embedding_fusion"] = "concat"
+        form["pretrain"] |= {"steps": 2, "batch_size": 2, "eval_every": 1, "eval_batches": 1, "checkpoint_every": 0,
+                             "precision": "fp32"}
+        form["pretrain"]["optim"] |= {"warmup_steps": 1}
+        flow_run = call(f"{api}/deployments/{dep['id']}/create_flow_run", {"parameters": {"config": form}})
+        wait_until(lambda: call(f"{api}/flow_runs/{flow_run['id']}")["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED"),
+                   600, "the form's flow run")
+        assert call(f"{api}/flow_runs/{flow_run['id']}")["state"]["type"] == "COMPLETED"
+        (run,) = client.search_runs([client.get_experiment_by_name("form-run").experiment_id], "tags.`bertpipe.preset` = 'base'")
+        assert run.data.params["shards.masking.masked_lm_prob"] == "0.4"
+        assert run.data.params["pretrain.model.embedding_fusion"] == "concat"
+
+        form["shards"]["masking"]["masked_lm_prob"] = 1.5  # refused when the run is created: no run, no stage
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            call(f"{api}/deployments/{dep['id']}/create_flow_run", {"parameters": {"config": form}})
+        assert refused.value.code in (409, 422) and "masked_lm_prob" in refused.value.read().decode()
     finally:
         for p in reversed(procs):
             stop(p)

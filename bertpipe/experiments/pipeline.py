@@ -64,9 +64,11 @@ class PipelineConfig(BaseModel):
     @field_validator("corpus")
     @classmethod
     def _readable(cls, paths: list[str]) -> list[str]:
-        resolved = [str(resolve(p)) for p in paths]
-        expand_inputs(resolved)  # raises InputError naming the missing path
-        return resolved
+        expand_inputs([str(resolve(p)) for p in paths])  # raises InputError naming the missing path
+        return paths  # as written (a run form shows the preset's spelling); resolved where the stages run
+
+    def corpus_paths(self) -> list[str]:
+        return [str(resolve(p)) for p in self.corpus]
 
     def work_path(self) -> Path:
         return resolve(self.work_dir)
@@ -88,6 +90,11 @@ def load_pipeline_config(preset: str, overrides: dict[str, Any] | None = None) -
     return PipelineConfig.model_validate(deep_merge(json.loads(named_json("presets", preset)), overrides or {}))
 
 
+def with_overrides(cfg: PipelineConfig, overrides: dict[str, Any] | None) -> PipelineConfig:
+    """``cfg`` with ``overrides`` deep-merged into it, validated again."""
+    return PipelineConfig.model_validate(deep_merge(cfg.model_dump(mode="json"), overrides)) if overrides else cfg
+
+
 # ---------------------------------------------------------------------------------- the plan
 
 # Where each stage's outputs go under work_dir (phase-2 shards share the shards root).
@@ -107,7 +114,7 @@ class PlannedStage:
 
 def plan(cfg: PipelineConfig) -> list[PlannedStage]:
     """Every stage in run order, with the fingerprint it will have (config and corpus bytes only)."""
-    ingest = IngestStage(cfg.ingest, cfg.corpus).fingerprint()
+    ingest = IngestStage(cfg.ingest, cfg.corpus_paths()).fingerprint()
     vocab = WordPieceStage.fingerprint_of(cfg.wordpiece, [ingest])
     phases = {"shards": cfg.shards} | ({"phase2": cfg.phase2} if cfg.phase2 is not None else {})
     shards = {name: ShardsStage.fingerprint_of(sc, [ingest, vocab]) for name, sc in phases.items()}
@@ -126,7 +133,7 @@ def stage_fingerprints(cfg: PipelineConfig) -> dict[str, str]:
 
 
 _BUILDERS: dict[str, Callable[..., Stage]] = {
-    "ingest": lambda cfg, up, **_: IngestStage(cfg.ingest, cfg.corpus),
+    "ingest": lambda cfg, up, **_: IngestStage(cfg.ingest, cfg.corpus_paths()),
     "wordpiece": lambda cfg, up, **_: WordPieceStage(cfg.wordpiece, up["ingest"].path),
     "shards": lambda cfg, up, **_: ShardsStage(cfg.shards, up["ingest"].path, up["wordpiece"].path),
     "phase2": lambda cfg, up, **_: ShardsStage(cfg.phase2, up["ingest"].path, up["wordpiece"].path),

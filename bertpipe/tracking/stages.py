@@ -86,9 +86,14 @@ def prefect_tags(flow_run_id: str) -> dict[str, str]:
     return {tags.FLOW_RUN_ID: flow_run_id, tags.FLOW_RUN_URL: f"{ui}/runs/flow-run/{flow_run_id}" if ui else ""}
 
 
-def pipeline_tags(preset: str, fingerprints: dict[str, str]) -> dict[str, str]:
-    """A pipeline run's preset and the fingerprint planned for each of its stages."""
-    return {tags.PRESET: preset, **{tags.PLANNED + name: fp for name, fp in fingerprints.items()}}
+def pipeline_tags(fingerprints: dict[str, str], preset: str | None = None) -> dict[str, str]:
+    """The fingerprint planned for each stage of a pipeline run, and the preset it started from."""
+    return ({tags.PRESET: preset} if preset else {}) | {tags.PLANNED + name: fp for name, fp in fingerprints.items()}
+
+
+def preset_tags(preset: str) -> dict[str, str]:
+    """Tags naming the preset a run started from (a deployment passes them)."""
+    return {tags.PRESET: preset}
 
 
 def checkpoint_tags(checkpoint: str) -> dict[str, str]:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from bertpipe.core.stagedir import is_complete
+from bertpipe.experiments.pipeline import load_pipeline_config
+from bertpipe.experiments.sweep import load_sweep
 from tests.conftest import ROOT, SAMPLE, SAMPLE_FILES
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -61,7 +63,7 @@ def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining
 
     ov = overrides(tmp_path)
     uri = ov["tracking_uri"]
-    first = pretrain_flow("tiny", ov)
+    first = pretrain_flow(load_pipeline_config("tiny", ov))
     built = children(uri, first["mlflow_run_id"])
     assert set(built) == {"ingest", "wordpiece", "shards", "pretrain"}
     assert all(t["bertpipe.cache_hit"] == "false" for t in built.values())
@@ -82,7 +84,6 @@ def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining
     assert not [p for p in (tmp_path / "work").rglob("*") if "prefect" in p.name]
 
     # the command line's pretraining of the same config on the flow's shards lands in a directory of the same name
-    from bertpipe.experiments.pipeline import load_pipeline_config
 
     (tmp_path / "pretrain.json").write_text(load_pipeline_config("tiny", ov).pretrain.model_dump_json())
     cli_root = tmp_path / "cli"
@@ -92,7 +93,7 @@ def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining
     assert is_complete(cli_root / first["pretrain"]) and Path(built["pretrain"]["bertpipe.path"]).name == first["pretrain"]
 
     t0 = time.perf_counter()
-    second = pretrain_flow("tiny", ov)
+    second = pretrain_flow(load_pipeline_config("tiny", ov))
     elapsed = time.perf_counter() - t0
     again = children(uri, second["mlflow_run_id"])
     assert all(t["bertpipe.cache_hit"] == "true" for t in again.values()), again
@@ -102,27 +103,26 @@ def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining
     assert elapsed < 15
 
     ov["shards"]["masking"] = {"masked_lm_prob": 0.3, "max_predictions_per_seq": 20}
-    third = children(uri, pretrain_flow("tiny", ov)["mlflow_run_id"])
+    third = children(uri, pretrain_flow(load_pipeline_config("tiny", ov))["mlflow_run_id"])
     ran = {s for s, t in third.items() if t["bertpipe.cache_hit"] == "false"}
     assert ran == {"shards", "pretrain"}
 
 
-@pytest.mark.parametrize("preset,bad,message", [
-    ("nope", {}, "unknown preset 'nope'"),
-    ("tiny", {"pretrain": {"steps": -3}}, "greater than or equal to 1"),
-    ("tiny", {"shards": {"masking": {"mask_split": [0.5, 0.5, 0.5]}}}, "summing to 1"),
-    ("tiny", {"corpus": ["/no/such/corpus.txt"]}, "no such file"),
-    ("tiny", {"evaluate_steps": [2]}, "evaluate_steps needs tasks"),
+@pytest.mark.parametrize("bad,message", [
+    ({"pretrain": {"steps": -3}}, "greater than or equal to 1"),
+    ({"shards": {"masking": {"mask_split": [0.5, 0.5, 0.5]}}}, "summing to 1"),
+    ({"corpus": ["/no/such/corpus.txt"]}, "no such file"),
+    ({"evaluate_steps": [2]}, "evaluate_steps needs tasks"),
+    ({"pretrain": {"model": {"embedding_fusion": "product"}}}, "'sum' or 'concat'"),
 ])
-def test_invalid_parameters_fail_before_any_stage(harness, tmp_path, preset, bad, message):
+def test_invalid_parameters_fail_before_any_stage(harness, tmp_path, bad, message):
     from prefect.client.orchestration import get_client
 
+    from bertpipe.experiments.pipeline import deep_merge
     from flows.pretrain import pretrain_flow
 
-    ov = overrides(tmp_path)
-    for k, v in bad.items():
-        ov[k] = {**ov[k], **v} if isinstance(v, dict) and isinstance(ov.get(k), dict) else v
-    state = pretrain_flow(preset, ov, return_state=True)
+    config = deep_merge(load_pipeline_config("tiny", overrides(tmp_path)).model_dump(mode="json"), bad)  # as a run form sends it
+    state = pretrain_flow(config, return_state=True)
     assert state.is_failed() and message in str(state.message) + repr(state.result(raise_on_failure=False))
     assert not (tmp_path / "work").exists() and not (tmp_path / "mlflow.db").exists()
 
@@ -148,7 +148,8 @@ def test_evaluate_steps_fine_tune_kept_checkpoints_and_report_progress(harness, 
     ov["evaluate"] = [{"name": "ff", "train": f, "eval": f,
                        "config": {"task": "classify", "epochs": 1, "batch_size": 4, "max_seq_length": 32}}]
     ov["evaluate_steps"] = [2]
-    out = sweep_flow("nsp", ov, seeds=[1], grid={"pretrain.model.causal": [False, True]}, experiment="progress", preset="tiny")
+    out = sweep_flow(load_sweep("nsp", seeds=[1], grid={"pretrain.model.causal": [False, True]}, experiment="progress",
+                                preset="tiny"), "nsp", ov)
     client = MlflowClient(ov["tracking_uri"])
     for rid in out["runs"]:
         hist = client.get_metric_history(rid, "ff_accuracy")
@@ -159,9 +160,9 @@ def test_evaluate_steps_fine_tune_kept_checkpoints_and_report_progress(harness, 
     assert "## Downstream score against pretraining steps" in out["report"]
     assert "| causal=True | " in out["report"] and "step 2 | step 4" in out["report"]
     with pytest.raises(ValueError, match="between 0 and pretrain.steps"):
-        from bertpipe.experiments.pipeline import load_pipeline_config
-
         load_pipeline_config("tiny", {**ov, "evaluate_steps": [4]})
+    with pytest.raises(ValueError, match="unknown preset 'nope'"):
+        load_pipeline_config("nope")
 
 
 def test_sweep_reports_from_mlflow_and_a_rerun_recomputes_nothing(harness, tmp_path):
@@ -176,7 +177,7 @@ def test_sweep_reports_from_mlflow_and_a_rerun_recomputes_nothing(harness, tmp_p
     ov["evaluate"] = [{"name": "ff", "train": f, "eval": f,
                        "config": {"task": "classify", "epochs": 1, "batch_size": 4, "max_seq_length": 32}}]
     grid = {"pretrain.model.embedding_fusion": ["sum", "concat"], "finetune.pooling": ["cls", "mean"]}
-    out = sweep_flow("fusion", ov, seeds=[1, 2], grid=grid, experiment="sweep-test", preset="tiny")
+    out = sweep_flow(load_sweep("fusion", seeds=[1, 2], grid=grid, experiment="sweep-test", preset="tiny"), "fusion", ov)
     client = MlflowClient(ov["tracking_uri"])
     assert len(out["runs"]) == 8
     runs = [client.get_run(r) for r in out["runs"]]
@@ -209,7 +210,7 @@ def test_sweep_reports_from_mlflow_and_a_rerun_recomputes_nothing(harness, tmp_p
     assert (tmp_path / "again" / "curves.png").stat().st_size > 10_000
 
     # a finished sweep re-run recomputes nothing and reproduces the table
-    again = sweep_flow("fusion", ov, seeds=[1, 2], grid=grid, experiment="sweep-test", preset="tiny")
+    again = sweep_flow(load_sweep("fusion", seeds=[1, 2], grid=grid, experiment="sweep-test", preset="tiny"), "fusion", ov)
     for rid in again["runs"]:
         kids = children(ov["tracking_uri"], rid)
         tuned = children(ov["tracking_uri"], kids.pop("finetune")["run_id"])
@@ -238,7 +239,8 @@ def test_data_stage_units_spread_over_a_dask_cluster_with_the_local_pools_bytes(
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client, get_task_stream(client) as stream:
         workers = set(client.scheduler_info()["workers"])
-        on_dask = pretrain_flow.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))("tiny", config("dask", 1))
+        on_dask = pretrain_flow.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))(
+            load_pipeline_config("tiny", config("dask", 1)))
     ran = {}
     for t in stream.data:
         if "-unit-" in t["key"]:
@@ -266,7 +268,7 @@ def test_two_devices_launch_torchrun_and_track_the_run(harness, tmp_path):
     from flows.pretrain import pretrain_flow
 
     ov = overrides(tmp_path, steps=4, devices=2)
-    out = pretrain_flow("tiny", ov)
+    out = pretrain_flow(load_pipeline_config("tiny", ov))
     run = MlflowClient(ov["tracking_uri"]).get_run(children(ov["tracking_uri"], out["mlflow_run_id"])["pretrain"]["run_id"])
     records = [json.loads(line) for line in (Path(out["model"]).parent / "metrics.jsonl").open()]
     assert next(r for r in records if r.get("event") == "start")["world_size"] == 2
@@ -282,7 +284,7 @@ def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_pa
     f = str(ROOT / "tests" / "fixtures" / "tasks" / "finefoods.tsv")
     ov["evaluate"] = [{"name": "finefoods", "train": f, "eval": f,
                        "config": {"task": "classify", "epochs": 1, "batch_size": 4, "max_seq_length": 32}}]
-    out = pretrain_flow("tiny", ov)
+    out = pretrain_flow(load_pipeline_config("tiny", ov))
     client = MlflowClient(ov["tracking_uri"])
     parent = client.get_run(out["mlflow_run_id"])
     ft_parent = client.search_runs([e.experiment_id for e in client.search_experiments()],
@@ -295,7 +297,7 @@ def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_pa
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json"}
     assert run.data.tags["bertpipe.cache_hit"] == "false"
 
-    again = pretrain_flow("tiny", ov)  # everything cached, fine-tuning included
+    again = pretrain_flow(load_pipeline_config("tiny", ov))  # everything cached, fine-tuning included
     kids = children(ov["tracking_uri"], client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         f"tags.`mlflow.parentRunId` = '{again['mlflow_run_id']}' and tags.`bertpipe.checkpoint` = '{out['model']}'")[0].info.run_id)
