@@ -46,7 +46,7 @@ def finetune_flow(checkpoint: str, tasks: list[EvalTask], out_dir: str = "cache/
             child = run.open_stage(f"finetune:{item.name}", fp, item.config.model_dump(mode="json"))
             result, cached = submit(finetune_task, root, fp, item.name, item.config, checkpoint, str(train), str(evaluation),
                                     str(root))
-            run.close_stage(child, result, cached)
+            run.close_stage(child, result, cached, tracking.finetune_inputs(checkpoint, str(train), str(evaluation)))
             results[item.name] = task_metrics(result.manifest)
             run.log({f"{item.name}_{k}": v for k, v in results[item.name].items() if not k.endswith("_std")})
         ok = True

@@ -57,7 +57,8 @@ def pretrain_flow(config: PipelineConfig, overrides: dict[str, Any] | None = Non
             child = run.open_stage(st.name, st.fingerprint, st.config.model_dump(mode="json"))
             result, cached = submit(pipeline_stage, st.root, st.fingerprint, cfg, st.name,
                                     {n: done[n] for n in st.needs}, str(st.root), run.uri, child, dask_address)
-            done[st.name] = run.close_stage(child, result, cached)
+            inputs = tracking.stage_inputs(st.name, [done[n] for n in st.needs], cfg.corpus_paths())
+            done[st.name] = run.close_stage(child, result, cached, inputs)
         model = done["pretrain"]
         run.log({f"final_{k}": v for k, v in (model.manifest.get("eval") or {}).items()} | {"parameters": model.manifest["parameters"]})
         if cfg.evaluate:

@@ -1,14 +1,18 @@
-"""MLflow tracking: tag names (``tags``), client helpers (``runs``) and what each stage logs (``stages``)."""
+"""MLflow tracking: tag names (``tags``), client helpers (``runs``), what each stage logs (``stages``),
+lineage (``lineage``), sweeps read back (``sweeps``)."""
 
 from bertpipe.tracking.runs import client_for, default_tracking_uri
 from bertpipe.tracking.stages import (
     PipelineRun,
     checkpoint_tags,
+    finetune_inputs,
     metric_logger,
     pipeline_tags,
     prefect_tags,
     preset_tags,
+    stage_inputs,
     track_finetune,
 )
 
-__all__ = ["PipelineRun", "checkpoint_tags", "client_for", "default_tracking_uri", "metric_logger", "pipeline_tags", "prefect_tags", "preset_tags", "track_finetune"]
+__all__ = ["PipelineRun", "checkpoint_tags", "client_for", "default_tracking_uri", "finetune_inputs", "metric_logger",
+           "pipeline_tags", "prefect_tags", "preset_tags", "stage_inputs", "track_finetune"]

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Dataset
 from mlflow.tracking import MlflowClient
 
 from bertpipe.core.stage import StageResult
 from bertpipe.tracking import tags
+from bertpipe.tracking.lineage import code_tags, log_datasets
 from bertpipe.tracking.runs import client_for, experiment_id, finish, flatten, log_metrics, producer_of, start_run
 
 
@@ -54,6 +56,17 @@ def _finetuned(client: MlflowClient, run_id: str, result: StageResult, cached: b
 ARTIFACTS: dict[str, Callable[[MlflowClient, str, StageResult, bool], None]] = {
     "ingest": _manifest, "wordpiece": _vocabulary, "shards": _manifest, "pretrain": _pretrained, "finetune": _finetuned,
 }
+
+
+def _register_encoder(run: PipelineRun, run_id: str, result: StageResult) -> None:
+    from bertpipe.tracking.models import log_encoder
+
+    experiment = run.client.get_experiment(run.exp).name
+    log_encoder(run.uri, run_id, result.file(result.manifest["final"]), experiment, result.fingerprint)
+
+
+# Stage outputs that are models, logged and registered as MLflow models (by stage kind).
+MODELS: dict[str, Callable[[PipelineRun, str, StageResult], None]] = {"pretrain": _register_encoder}
 
 
 def stage_metrics(result: StageResult) -> dict[str, float]:
@@ -108,19 +121,20 @@ class PipelineRun:
                  params: dict[str, Any], parent_run_id: str | None = None) -> None:
         self.uri, self.client = tracking_uri, client_for(tracking_uri)
         self.exp = experiment_id(self.client, experiment)
-        self.run_id = start_run(self.client, self.exp, name, run_tags | ({tags.PARENT: parent_run_id} if parent_run_id else {}),
+        self.run_id = start_run(self.client, self.exp, name, code_tags() | run_tags | ({tags.PARENT: parent_run_id} if parent_run_id else {}),
                                 flatten("", params))
         self.open: set[str] = set()
 
     def open_stage(self, name: str, fingerprint: str, config: dict[str, Any]) -> str:
         """A child run for a stage about to run; returns its id."""
-        run_tags = {tags.PARENT: self.run_id, tags.STAGE: name, tags.FINGERPRINT: fingerprint, tags.CACHE_HIT: "false"}
+        run_tags = code_tags() | {tags.PARENT: self.run_id, tags.STAGE: name, tags.FINGERPRINT: fingerprint, tags.CACHE_HIT: "false"}
         run_id = start_run(self.client, self.exp, name, run_tags, flatten(name, config))
         self.open.add(run_id)
         return run_id
 
-    def close_stage(self, run_id: str, result: StageResult, cached: bool) -> StageResult:
-        """Record the stage's outcome: cache hit (and who built it), path, figures, artifacts."""
+    def close_stage(self, run_id: str, result: StageResult, cached: bool, inputs: list[Dataset] | None = None) -> StageResult:
+        """Record the stage's outcome: its input datasets, cache hit (and who built it), path, figures, artifacts."""
+        log_datasets(self.client, run_id, inputs or [])
         self.client.set_tag(run_id, tags.CACHE_HIT, str(cached).lower())
         self.client.set_tag(run_id, tags.PATH, str(result.path))
         if cached:
@@ -131,6 +145,8 @@ class PipelineRun:
                 self.client.set_tag(run_id, tags.PRODUCED_BY, producer)
         log_metrics(self.client, run_id, stage_metrics(result))
         ARTIFACTS[result.stage](self.client, run_id, result, cached)
+        if result.stage in MODELS and not cached:  # a new model: a new registered version
+            MODELS[result.stage](self, run_id, result)
         finish(self.client, run_id)
         self.open.discard(run_id)
         return result
@@ -144,12 +160,28 @@ class PipelineRun:
         finish(self.client, self.run_id, ok)
 
 
+def stage_inputs(stage: str, upstream: list[StageResult], corpus: list[str] | None = None) -> list[Dataset]:
+    """The datasets a stage consumes: the corpus files for ingest, its upstream outputs otherwise."""
+    from bertpipe.tracking.lineage import files_dataset, output_dataset
+
+    return [files_dataset("corpus", corpus)] if stage == "ingest" and corpus else [output_dataset(r) for r in upstream]
+
+
+def finetune_inputs(checkpoint: str, train: str, eval_: str) -> list[Dataset]:
+    """A fine-tuning consumes a checkpoint and two task files."""
+    from bertpipe.tracking.lineage import files_dataset
+
+    weights = [str(Path(checkpoint) / n) for n in ("model.safetensors", "vocab.txt") if (Path(checkpoint) / n).is_file()]
+    return [files_dataset("checkpoint", weights), files_dataset("train", [train]), files_dataset("eval", [eval_])]
+
+
 def track_finetune(tracking_uri: str, result: StageResult, checkpoint: str, train: str, eval_: str,
                    config: dict[str, Any], experiment: str = "finetune") -> str:
     """One MLflow run for a fine-tuning started from the command line; returns its id."""
     run = PipelineRun(tracking_uri, experiment, f"finetune {Path(train).parent.name}",
                       {tags.STAGE: "finetune", tags.FINGERPRINT: result.fingerprint, tags.CHECKPOINT: checkpoint},
                       {"checkpoint": checkpoint, "train": train, "eval": eval_, **config})
+    log_datasets(run.client, run.run_id, finetune_inputs(checkpoint, train, eval_))
     run.log(stage_metrics(result))
     ARTIFACTS["finetune"](run.client, run.run_id, result, result.cached)
     run.finish(True)

@@ -26,3 +26,9 @@ SEED = "bertpipe.seed"
 
 FLOW_RUN_ID = "prefect.flow_run_id"
 FLOW_RUN_URL = "prefect.flow_run_url"
+
+GIT_COMMIT = "bertpipe.git_commit"
+GIT_DIRTY = "bertpipe.git_dirty"  # "true" when the checkout had uncommitted changes
+MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own: shown on the run page
+VERSION = "bertpipe.version."  # prefix: the version of each library (torch, tokenizers, ...)
+REGISTERED_FINGERPRINT = "bertpipe.fingerprint"  # on a registered model version: the run's output

@@ -76,6 +76,38 @@ def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining
     assert {a.path for a in c.list_artifacts(built["wordpiece"]["run_id"])} == {"vocab.txt"}
     assert (Path(first["model"]) / "model.safetensors").is_file()
 
+    # lineage: each stage run's inputs as MLflow datasets, the code version on every run
+    inputs = {s: [(d.dataset.name, d.dataset.digest) for d in c.get_run(t["run_id"]).inputs.dataset_inputs]
+              for s, t in built.items()}
+    assert inputs["ingest"][0][0] == "corpus"
+    assert inputs["wordpiece"] == [("documents", first["ingest"])]
+    assert inputs["shards"] == [("documents", first["ingest"]), ("vocabulary", first["wordpiece"])]
+    assert inputs["pretrain"] == [("shards", first["shards"])]
+    for run in [c.get_run(first["mlflow_run_id"]), *(c.get_run(t["run_id"]) for t in built.values())]:
+        assert len(run.data.tags["mlflow.source.git.commit"]) == 40 and run.data.tags["bertpipe.git_dirty"] in ("true", "false")
+        assert {"bertpipe.version.torch", "bertpipe.version.tokenizers", "bertpipe.version.prefect",
+                "bertpipe.version.mlflow", "bertpipe.version.bertpipe"} <= set(run.data.tags)
+
+    # the encoder is a registered model version that loads with MLflow and gives bertpipe's own outputs
+    import mlflow
+    import numpy as np
+    import torch
+
+    from bertpipe.model import hf
+
+    (version,) = c.search_model_versions("name = 'bertpipe-pretrain'")
+    assert version.run_id == built["pretrain"]["run_id"] and version.tags["bertpipe.fingerprint"] == first["pretrain"]
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/bertpipe-pretrain/{version.version}")
+    ids = torch.randint(5, 1500, (3, 17), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 8:] = 1  # a sentence pair
+    ours = hf.load_checkpoint(first["model"]).eval().bert(ids, types, mask).last_hidden_state.detach().numpy()
+    theirs = loaded.predict({"input_ids": ids.numpy(), "token_type_ids": types.numpy(), "attention_mask": mask.numpy()})
+    assert theirs.shape == ours.shape == (3, 17, 36) and np.abs(theirs - ours).max() <= 1e-5
+
     # Prefect's records of the stages are plain data in Prefect's own storage, none in the shared cache
     records = {p.name: json.loads(p.read_text()) for p in STORAGE.iterdir()}
     assert {first[s] for s in ("ingest", "wordpiece", "shards", "pretrain")} <= set(records)

@@ -1,0 +1,53 @@
+"""Registered models: the pretrained encoder as an MLflow model, a new version per pretraining.
+
+``log_encoder`` logs a checkpoint as an MLflow pyfunc model (``encoder_model.py``, with an
+input example and a tensor signature) in the pretraining's run and registers it as a new
+version of ``bertpipe-<experiment>``, tagged with the run's fingerprint; ``load_model`` gives
+back the encoder's last hidden states. Trade-off: the model is MLflow's pyfunc, not the
+``transformers`` flavor, so that every architecture bertpipe trains (concatenated
+embeddings, left-to-right attention) loads the same way; for Hugging Face, the run also holds
+the ``model-hf`` export where one exists.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+
+from bertpipe.model.hf import load_config
+from bertpipe.tracking import tags
+
+_FLUENT = threading.Lock()  # MLflow's model logging goes through its process-wide tracking URI
+
+
+def registered_name(experiment: str) -> str:
+    return f"bertpipe-{experiment}"
+
+
+def log_encoder(tracking_uri: str, run_id: str, checkpoint: Path, experiment: str, fingerprint: str) -> ModelVersion:
+    """Log ``checkpoint`` as the run's ``encoder`` model and register it; returns the new version."""
+    import mlflow
+
+    cfg = load_config(checkpoint)
+    ids = np.array([[2, 7, 11, 3, 0], [2, 5, 3, 0, 0]], dtype=np.int64) % cfg.vocab_size
+    example = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": (ids != cfg.pad_token_id).astype(np.int64)}
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.int64), (-1, -1), "input_ids"),
+                       TensorSpec(np.dtype(np.int64), (-1, -1), "token_type_ids"),
+                       TensorSpec(np.dtype(np.int64), (-1, -1), "attention_mask")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1, cfg.hidden_size))]))
+    requirements = [f"{lib}=={metadata.version(lib)}" for lib in ("bertpipe", "torch", "safetensors", "numpy")]
+    with _FLUENT:
+        mlflow.set_tracking_uri(tracking_uri)
+        with mlflow.start_run(run_id=run_id, nested=True):
+            info = mlflow.pyfunc.log_model(name="encoder", python_model=str(Path(__file__).with_name("encoder_model.py")),
+                                           artifacts={"checkpoint": str(checkpoint)}, input_example=example,
+                                           signature=signature, pip_requirements=requirements)
+        return mlflow.register_model(info.model_uri, registered_name(experiment),
+                                     tags={tags.REGISTERED_FINGERPRINT: fingerprint})
