@@ -21,6 +21,7 @@ from bertpipe.core.executors import units_executor
 from bertpipe.core.stage import StageResult, run_stage
 from bertpipe.experiments.pipeline import PipelineConfig, build_stage, plan, with_overrides
 from bertpipe.train.stage import checkpoints_at
+from flows.progress import StageProgress
 from flows.stagetask import stage_task, submit
 
 
@@ -29,8 +30,12 @@ def pipeline_stage(fp: str, cfg: PipelineConfig, name: str, upstream: dict[str, 
                    tracking_uri: str, run_id: str, dask_address: str | None) -> dict:
     """Stage ``name`` of ``cfg`` into ``root/<fp>``; pretraining logs its curves live to the MLflow run.
     Data stages spread their units over the Dask cluster at ``dask_address`` or the one this task runs on."""
-    stage = build_stage(cfg, name, upstream, on_metrics=tracking.metric_logger(tracking_uri, run_id))
-    return run_stage(stage, root, map_units=units_executor(stage, dask_address)).model_dump(mode="json")
+    progress, log = StageProgress(name), tracking.metric_logger(tracking_uri, run_id)
+    live = progress.training(cfg.pretrain.steps, tracking_uri, run_id)
+    stage = build_stage(cfg, name, upstream, on_metrics=lambda rec: (log(rec), live(rec)))
+    result = run_stage(stage, root, map_units=units_executor(stage, dask_address), on_unit=progress.units)
+    progress.show(100.0)
+    return result.model_dump(mode="json")
 
 
 @flow(name="pretrain", log_prints=True, validate_parameters=True)

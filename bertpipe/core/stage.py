@@ -110,10 +110,12 @@ class Stage(ABC, Generic[C]):
         return None
 
 
-def run_stage(stage: Stage, root: str | Path, *, map_units: MapUnits | None = None, progress: bool = False) -> StageResult:
+def run_stage(stage: Stage, root: str | Path, *, map_units: MapUnits | None = None, progress: bool = False,
+              on_unit: Callable[[int, int], None] | None = None) -> StageResult:
     """Run ``stage`` into ``root/<fingerprint>/``, or return the complete output already there.
 
-    ``progress`` shows a bar of units done on the terminal."""
+    ``progress`` shows a bar of units done on the terminal; ``on_unit(done, total)`` is called
+    as each unit's report comes back (e.g. a Prefect progress artifact)."""
     root, fp = Path(root), stage.fingerprint()
     final = root / fp
     if is_complete(final):
@@ -122,8 +124,12 @@ def run_stage(stage: Stage, root: str | Path, *, map_units: MapUnits | None = No
     with stage_dir(final, work=stage.work_dir(final)) as tmp:
         units = stage.plan(tmp)
         mapper = map_units or (lambda fn, items: pool_map(fn, items, stage.workers))
-        reports = list(tqdm(mapper(stage.run_unit, units), total=len(units), desc=stage.name, unit="unit",
-                            disable=not progress or len(units) < 2))
+        reports = []
+        for report in tqdm(mapper(stage.run_unit, units), total=len(units), desc=stage.name, unit="unit",
+                           disable=not progress or len(units) < 2):
+            reports.append(report)
+            if on_unit is not None:
+                on_unit(len(reports), len(units))
         manifest = {"stage": stage.name, "version": stage.version, "fingerprint": fp, **stage.publish(tmp, reports)}
         write_json_atomic(tmp / MANIFEST, manifest)
     publish_latest(root, fp)

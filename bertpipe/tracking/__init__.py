@@ -10,9 +10,10 @@ from bertpipe.tracking.stages import (
     pipeline_tags,
     prefect_tags,
     preset_tags,
+    run_link,
     stage_inputs,
     track_finetune,
 )
 
 __all__ = ["PipelineRun", "checkpoint_tags", "client_for", "default_tracking_uri", "finetune_inputs", "metric_logger",
-           "pipeline_tags", "prefect_tags", "preset_tags", "stage_inputs", "track_finetune"]
+           "pipeline_tags", "prefect_tags", "preset_tags", "run_link", "stage_inputs", "track_finetune"]

@@ -93,6 +93,16 @@ def metric_logger(tracking_uri: str, run_id: str) -> Callable[[dict[str, Any]], 
     return log
 
 
+def run_link(tracking_uri: str, run_id: str) -> str:
+    """Where a user opens an MLflow run: the UI at ``BERTPIPE_MLFLOW_UI`` (``make ui``'s address by default)."""
+    ui = os.environ.get("BERTPIPE_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
+    try:
+        exp = client_for(tracking_uri).get_run(run_id).info.experiment_id
+    except Exception:  # the store is busy or gone: still name the run
+        return f"run {run_id}"
+    return f"{ui}/#/experiments/{exp}/runs/{run_id}"
+
+
 def prefect_tags(flow_run_id: str) -> dict[str, str]:
     """Link an MLflow run to the Prefect flow run that made it (the UI address from the environment)."""
     ui = os.environ.get("PREFECT_UI_URL") or os.environ.get("PREFECT_API_URL", "").removesuffix("/api")

@@ -348,3 +348,41 @@ def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_pa
             return [r.state.name for r in sorted(runs, key=lambda r: r.created)]
 
     assert asyncio.run(finetune_states())[-2:] == ["Completed", "Cached"]  # Prefect's cache key is the fine-tune's fingerprint
+
+
+def test_a_running_pretraining_shows_progress_that_advances(harness, tmp_path):
+    import asyncio
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from flows.pretrain import pretrain_flow
+
+    ov = overrides(tmp_path, steps=300, log_every=3, eval_every=100)
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(out=pretrain_flow(load_pipeline_config("tiny", ov))))
+
+    async def latest(key: str):
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                                sort=ArtifactSort.CREATED_DESC, limit=1)
+            return found[0] if found else None
+
+    before = asyncio.run(latest("pretrain-progress"))
+    runner.start()
+    seen = []
+    while runner.is_alive():
+        art = asyncio.run(latest("pretrain-progress"))
+        if art is not None and (before is None or art.id != before.id):
+            seen.append(float(art.data))
+        time.sleep(0.3)
+    runner.join()
+    assert "out" in result
+    during = [p for p in seen if 0 < p < 100]
+    assert len(set(during)) >= 3 and during == sorted(during), seen  # advancing while the run is in progress
+    assert seen[-1] == 100.0
+    held_out = asyncio.run(latest("pretrain-held-out"))
+    assert "Held-out figures at step 300 of 300" in held_out.data and "MLflow run:" in held_out.data
+    assert float(asyncio.run(latest("shards-progress")).data) == 100.0  # data stages report units done
