@@ -153,9 +153,16 @@ def _cmd_bench_init(args: argparse.Namespace) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from bertpipe.core.settings import base_dir
-    from bertpipe.experiments.report import sweep_report
+    from bertpipe.experiments.report import report_from_csv, sweep_report
     from bertpipe.tracking import client_for
 
+    if args.from_csv:  # the tables from an exported runs.csv, no tracking store
+        out = Path(args.out or base_dir() / "reports" / args.from_csv.stem)
+        print(report_from_csv(args.from_csv, out, args.experiment, args.baseline)["markdown"].read_text())
+        print(f"report written to {out}")
+        return
+    if not args.experiment:
+        raise SystemExit("bertpipe report: give the sweep's MLflow experiment, or --from-csv RUNS.csv")
     out = Path(args.out or base_dir() / "reports" / args.experiment)
     paths = sweep_report(client_for(args.tracking_uri), args.experiment, out, args.run, log_to_mlflow=not args.no_log)
     print(paths["markdown"].read_text())
@@ -250,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("report", help="a sweep's table (mean ± std over seeds), plots and markdown, from MLflow alone")
-    p.add_argument("experiment", help="MLflow experiment of the sweep (e.g. sweep-masking-rate)")
+    p.add_argument("experiment", nargs="?", help="MLflow experiment of the sweep (e.g. sweep-masking-rate); "
+                   "with --from-csv, the sweep's name (default: from the file name)")
+    p.add_argument("--from-csv", type=Path, help="rebuild the tables and differences from a report's runs.csv "
+                   "(e.g. docs/results/fusion-runs.csv) instead of MLflow")
+    p.add_argument("--baseline", help="with --from-csv: the variant to compare with (default: the sweep's baseline)")
     p.add_argument("--run", help="the sweep's MLflow run id (default: the newest finished sweep)")
     p.add_argument("--out", help="output folder (default: reports/EXPERIMENT)")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the base dir)")

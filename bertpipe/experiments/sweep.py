@@ -20,7 +20,7 @@ import itertools
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bertpipe.core.settings import json_names, named_json
 from bertpipe.experiments.pipeline import PipelineConfig, deep_merge, load_pipeline_config
@@ -52,6 +52,8 @@ class SweepSpec(BaseModel):
     # Three seeds: enough for a spread, affordable at the tiny preset on 2 cores.
     seeds: list[int] = Field([1, 2, 3], min_length=1, description="pretraining seeds per variant")
     experiment: str = Field("sweep", description="MLflow experiment of the sweep and its runs")
+    baseline: str | None = Field(None, description="variant label the report compares every other variant with "
+                                                   "(default: the first variant)")
     paper: str = Field("", description="the paper's figures for this comparison (markdown), quoted in reports")
 
     def expand(self) -> list[Variant]:
@@ -59,6 +61,13 @@ class SweepSpec(BaseModel):
                if self.grid]
         out += self.variants
         return out or [Variant()]
+
+    @model_validator(mode="after")
+    def _baseline_is_a_variant(self) -> SweepSpec:
+        names = [v.name() for v in self.expand()]
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not a variant of the sweep; variants: {', '.join(names)}")
+        return self
 
 
 def sweep_names() -> list[str]:
@@ -117,6 +126,7 @@ def sweep_tags(name: str) -> dict[str, str]:
 def sweep_params(name: str, spec: SweepSpec) -> dict[str, str]:
     """MLflow params of a sweep's own run: what it compares."""
     return {"sweep": name, "preset": spec.preset, "seeds": json.dumps(spec.seeds), "description": spec.description[:500],
+            "baseline": spec.baseline or spec.expand()[0].name(),
             "variants": json.dumps([v.model_dump() for v in spec.expand()])[:6000]}
 
 

@@ -25,6 +25,7 @@ class SweepRuns:
     rows: list[dict[str, Any]]  # one per (variant, seed): variant, seed, run_id, metrics
     curves: dict[str, list[tuple[int, float]]]  # run_id → held-out MLM loss by step
     progress: dict[str, dict[str, list[tuple[int, float]]]]  # run_id → downstream metric → score by pretraining step
+    baseline: str = ""  # the variant the report compares the others with ("": the first)
 
 
 def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> SweepRuns:
@@ -56,7 +57,7 @@ def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> Swee
         hist = {m: sorted((h.step, h.value) for h in client.get_metric_history(r["run_id"], m)) for m in downstream}
         progress[r["run_id"]] = {m: h for m, h in hist.items() if len({st for st, _ in h}) > 1}
     return SweepRuns(experiment, sweep_run, top.data.tags.get(tags.SWEEP_NAME, top.info.run_name),
-                     top.data.params.get("description", ""), rows, curves, progress)
+                     top.data.params.get("description", ""), rows, curves, progress, top.data.params.get("baseline", ""))
 
 
 def _mlm_curve(client, exp_id: str, pipeline_run: str) -> list[tuple[int, float]]:

@@ -119,3 +119,14 @@ def test_explicit_defaults_share_the_fingerprint_of_leaving_them_unset():
     # static shards: a training masking is not the shards' own unless they are dynamic
     static = stage_fingerprints(load_pipeline_config("tiny", {"shards": {"dynamic": False}}))["pretrain"]
     assert static != base
+
+
+def test_baseline_must_be_a_variant_and_is_logged_with_the_sweep():
+    from bertpipe.experiments.sweep import sweep_params
+
+    grid = {"pretrain.model.embedding_fusion": ["sum", "concat"]}
+    with pytest.raises(ValueError, match="baseline 'cat' is not a variant"):
+        SweepSpec(preset="tiny", grid=grid, baseline="cat")
+    named = SweepSpec(preset="tiny", grid=grid, baseline="embedding_fusion=concat")
+    assert sweep_params("x", named)["baseline"] == "embedding_fusion=concat"
+    assert sweep_params("x", SweepSpec(preset="tiny", grid=grid))["baseline"] == "embedding_fusion=sum"  # the first

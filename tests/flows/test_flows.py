@@ -221,7 +221,7 @@ def test_sweep_reports_from_mlflow_and_a_rerun_recomputes_nothing(harness, tmp_p
     assert pre.count("false") == 4 and pre.count("true") == 4
 
     arts = {a.path for a in client.list_artifacts(out["mlflow_run_id"], "report")}
-    assert arts == {f"report/{n}" for n in ("report.md", "runs.csv", "summary.csv", "metrics.png", "curves.png")}
+    assert arts == {f"report/{n}" for n in ("report.md", "runs.csv", "summary.csv", "differences.csv", "metrics.png", "curves.png")}
     summary = list(csv.DictReader(open(client.download_artifacts(out["mlflow_run_id"], "report/summary.csv", str(tmp_path)))))
     assert [r["variant"] for r in summary] == ["embedding_fusion=sum, pooling=cls", "embedding_fusion=sum, pooling=mean",
                                                "embedding_fusion=concat, pooling=cls", "embedding_fusion=concat, pooling=mean"]
