@@ -23,8 +23,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from bertpipe.experiments.stats import Difference, compare_examples, compare_seeds, format_difference
 from bertpipe.tasks.config import FinetuneConfig
-from bertpipe.tasks.finetune import TaskData, batches, finetune, finetune_stage, model_inputs, prepare
+from bertpipe.tasks.finetune import TaskData, batches, finetune, finetune_stage, model_inputs, prepare, read_examples
 from bertpipe.tasks.heads import SpanLogits
 from bertpipe.tasks.specs import SPAN_PAD, Prediction, concat_outputs, spec_for
 from bertpipe.train.optim import OptimConfig, build_scheduler
@@ -211,6 +212,15 @@ class InitScores(NamedTuple):
     per_seed: list[float]
 
 
+def init_difference(pre: InitScores, rand: InitScores, seeds: tuple[int, ...], examples: dict[str, dict | None]) -> Difference:
+    """Pretrained − random: paired t over the seeds (the same seeds on both sides); with one
+    seed, a paired bootstrap over the eval examples when both runs stored them."""
+    by_seed = compare_seeds(dict(zip(seeds, pre.per_seed, strict=True)), dict(zip(seeds, rand.per_seed, strict=True)))
+    if by_seed.low is None and examples.get("checkpoint") and examples.get("random"):
+        return compare_examples(examples["checkpoint"], examples["random"], pre.metric) or by_seed
+    return by_seed
+
+
 def bench_init(checkpoint: Path, work: Path, tasks: list[str] | None = None, seeds: tuple[int, ...] = (0, 1, 2),
                settings: dict[str, dict] | None = None, train_rows: dict[str, int] | None = None,
                lrs: list[float] | None = None) -> dict:
@@ -218,9 +228,12 @@ def bench_init(checkpoint: Path, work: Path, tasks: list[str] | None = None, see
 
     Each task is fine-tuned from ``checkpoint`` and from a random init of its architecture
     (``init="random"``) with the same settings, training rows and seeds; mean ± std over
-    seeds and the gap are printed, and whether the gap exceeds the seeds' spread (the larger
-    of the two stds). ``settings`` update INIT_SETTINGS per task (e.g. ``{"wnut16-ner":
-    {"lr": 3e-4}}``); ``train_rows`` replaces INIT_ROWS (TSV tasks only; 0 = all rows).
+    seeds and the gap are printed with the gap's 95% interval: paired t over the seeds (both
+    inits run the same seeds, which fix the head's initialization and the batch order), or
+    with one seed a paired bootstrap over the eval examples (``bertpipe.experiments.stats``);
+    a gap whose interval includes 0 is "not distinguishable". ``settings`` update
+    INIT_SETTINGS per task (e.g. ``{"wnut16-ner": {"lr": 3e-4}}``); ``train_rows`` replaces
+    INIT_ROWS (TSV tasks only; 0 = all rows).
 
     ``lrs``: each init gets its own best learning rate among these, chosen on the first seed
     (the paper picks the best fine-tuning lr per task on dev; the shared sets have one eval
@@ -231,7 +244,7 @@ def bench_init(checkpoint: Path, work: Path, tasks: list[str] | None = None, see
     if not SHARED.is_dir():
         raise FileNotFoundError(f"bench init: {SHARED} is absent")
     rows_for = INIT_ROWS if train_rows is None else train_rows
-    rows = []
+    rows, gap_cells = [], {}
     for name in tasks or list(SUITE):
         task, train_rel, eval_rel, extra = SUITE[name]
         base = dict(extra) | INIT_SETTINGS.get(name, {}) | (settings or {}).get(name, {})
@@ -240,11 +253,12 @@ def bench_init(checkpoint: Path, work: Path, tasks: list[str] | None = None, see
             train = sample_tsv_rows(train, rows_for[name], work / f"{name}-train-{rows_for[name]}.tsv")
         t0 = time.perf_counter()
 
-        def one(init: str, lr: float, seed: int) -> dict:
+        def one(init: str, lr: float, seed: int, full: bool = False):
             cfg = FinetuneConfig(task=task, seeds=[seed], init=init, **(base | {"lr": lr}))
-            return finetune_stage(cfg, checkpoint, train, SHARED / eval_rel, work / "runs").manifest
+            result = finetune_stage(cfg, checkpoint, train, SHARED / eval_rel, work / "runs")
+            return result if full else result.manifest
 
-        side = {}
+        side, examples = {}, {}
         for init in ("checkpoint", "random"):
             lr = base.get("lr", FinetuneConfig().lr)
             if lrs:
@@ -252,25 +266,33 @@ def bench_init(checkpoint: Path, work: Path, tasks: list[str] | None = None, see
                 lr = max(trial, key=lambda x: trial[x][trial[x]["main_metric"]])
                 print(f"{name:18s} {init:10s} lr choice on seed {seeds[0]}: "
                       + ", ".join(f"{x:g} {t[t['main_metric']]:.4f}" for x, t in trial.items()) + f" -> {lr:g}", flush=True)
-            runs = [one(init, lr, s) for s in seeds]
+            results = [one(init, lr, s, full=True) for s in seeds]
+            runs = [r.manifest for r in results]
+            examples[init] = read_examples(results[0].path)
             vals = [r[runs[0]["main_metric"]] for r in runs]
             side[init] = InitScores(runs[0]["main_metric"], statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0,
                                     lr, vals)
         pre, rand = side["checkpoint"], side["random"]
         gap = pre.mean - rand.mean
+        diff = init_difference(pre, rand, seeds, examples)
         row = {"task": name, "metric": pre.metric, "pretrained": round(pre.mean, 4), "pretrained_std": round(pre.std, 4),
                "random": round(rand.mean, 4), "random_std": round(rand.std, 4), "gap": round(gap, 4),
-               "gap_exceeds_spread": gap > max(pre.std, rand.std), "seconds": round(time.perf_counter() - t0), "settings": base,
+               "gap_ci95": None if diff.low is None else [round(diff.low, 4), round(diff.high, 4)],
+               "gap_method": diff.method_label(), "distinguishable": diff.distinguishable,
+               "seconds": round(time.perf_counter() - t0), "settings": base,
                "train_rows": rows_for.get(name) or "all", "pretrained_lr": pre.lr, "random_lr": rand.lr,
                "pretrained_per_seed": pre.per_seed, "random_per_seed": rand.per_seed}
         rows.append(row)
         print(f"{name:18s} {pre.metric:10s} pretrained {pre.mean:.4f} ± {pre.std:.4f} (lr {pre.lr:g})   "
               f"random {rand.mean:.4f} ± {rand.std:.4f} (lr {rand.lr:g})"
-              f"   gap {gap:+.4f} ({'>' if row['gap_exceeds_spread'] else '<='} spread)  [{row['seconds']} s]", flush=True)
-    table = ["| task | train rows | metric | pretrained (lr) | random init (lr) | gap | gap > spread |", "|---|---|---|---|---|---|---|"]
+              f"   gap {format_difference(diff, 4)} ({diff.method_label()}; {diff.verdict})  [{row['seconds']} s]", flush=True)
+        gap_cells[name] = format_difference(diff, 4)
+    table = ["| task | train rows | metric | pretrained (lr) | random init (lr) | gap, 95% CI | method |",
+             "|---|---|---|---|---|---|---|"]
     table += [f"| {r['task']} | {r['train_rows']} | {r['metric']} | {r['pretrained']:.4f} ± {r['pretrained_std']:.4f} ({r['pretrained_lr']:g}) | "
-              f"{r['random']:.4f} ± {r['random_std']:.4f} ({r['random_lr']:g}) | {r['gap']:+.4f} | {'yes' if r['gap_exceeds_spread'] else 'no'} |"
+              f"{r['random']:.4f} ± {r['random_std']:.4f} ({r['random_lr']:g}) | {gap_cells[r['task']]} | {r['gap_method']} |"
               for r in rows]
+    table.append("\nBold: the 95% interval of the gap excludes 0; n.d.: not distinguishable from 0.")
     work.mkdir(parents=True, exist_ok=True)
     (work / "bench-init.md").write_text("\n".join(table) + "\n")
     print("\n".join(table))

@@ -183,9 +183,11 @@ def compare_seeds(variant: Mapping[int, float], baseline: Mapping[int, float], l
 @dataclass(frozen=True)
 class Recipe:
     """How a metric follows from per-example columns: ``mean`` of one column (accuracy, SQuAD
-    EM/F1), or ``f1`` = 2·Σcorrect / (Σtrue + Σpredicted) (micro entity F1) over three."""
+    EM/F1), ``ratio`` Σa / Σb of two (token accuracy, entity precision/recall), or ``f1`` =
+    2·Σcorrect / (Σtrue + Σpredicted) of three (micro entity F1); a zero denominator gives 0.
+    The fine-tuning task specs name theirs (``TaskSpec.recipes``)."""
 
-    kind: str  # "mean" or "f1"
+    kind: str  # "mean", "ratio" or "f1"
     columns: tuple[str, ...]
 
     def evaluate(self, cols: Mapping[str, np.ndarray], idx: np.ndarray | None = None) -> np.ndarray | float:
@@ -194,10 +196,10 @@ class Recipe:
             (lambda c: np.asarray(cols[c], dtype=np.float64))
         if self.kind == "mean":
             return take(self.columns[0]).mean(axis=-1)
-        if self.kind == "f1":
-            correct, n_true, n_pred = (take(c).sum(axis=-1) for c in self.columns)
-            den = n_true + n_pred
-            return np.where(den > 0, 2.0 * correct / np.where(den > 0, den, 1.0), 0.0)
+        if self.kind in ("ratio", "f1"):
+            sums = [take(c).sum(axis=-1) for c in self.columns]
+            num, den = (sums[0], sums[1]) if self.kind == "ratio" else (2.0 * sums[0], sums[1] + sums[2])
+            return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
         raise ValueError(f"unknown recipe kind {self.kind!r}")
 
 
@@ -223,6 +225,21 @@ def bootstrap_difference(variant: Mapping[str, np.ndarray], baseline: Mapping[st
         diffs.append(recipe.evaluate(variant, idx_v) - recipe.evaluate(baseline, idx_b))
     low, high = np.quantile(np.concatenate(diffs), [0.5 - level / 2.0, 0.5 + level / 2.0])
     return Difference(point, float(low), float(high), "paired bootstrap" if paired else "bootstrap", n_v, n_b)
+
+
+def compare_examples(variant: Mapping, baseline: Mapping, metric: str, rng: np.random.Generator | None = None,
+                     resamples: int = RESAMPLES, level: float = LEVEL) -> Difference | None:
+    """Bootstrap of ``metric`` between two fine-tunings' per-example results (``read_examples``
+    of each output folder), first seed of each: paired when both scored the same eval file
+    (same hash and example count), else resampled independently. None when either lacks the
+    metric's recipe (MCC, macro F1 and Pearson are not sums over examples)."""
+    if metric not in variant["recipes"] or metric not in baseline["recipes"]:
+        return None
+    recipe = Recipe(variant["recipes"][metric][0], tuple(variant["recipes"][metric][1]))
+    cols_v, cols_b = variant["per_seed"][0]["columns"], baseline["per_seed"][0]["columns"]
+    same = variant["eval_sha256"] == baseline["eval_sha256"] and \
+        len(cols_v[recipe.columns[0]]) == len(cols_b[recipe.columns[0]])
+    return bootstrap_difference(cols_v, cols_b, recipe, rng, paired=same, resamples=resamples, level=level)
 
 
 # ---------------------------------------------------------------- formatting

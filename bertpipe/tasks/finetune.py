@@ -12,8 +12,12 @@ has no task switches. Several seeds give mean and standard deviation; the paper'
 best setting on the eval file, as the paper does on GLUE dev sets.
 
 Outputs in ``out``: ``metrics.json`` (the metrics by their usual names, mean over seeds,
-plus ``*_std`` and per-seed values) and ``model.safetensors`` + ``head.json`` for the first
-seed's fine-tuned weights. ``FinetuneStage`` runs the same as a stage (``bertpipe.core.stage``)
+plus ``*_std`` and per-seed values), ``model.safetensors`` + ``head.json`` for the first
+seed's fine-tuned weights, and ``examples.json``: per seed, the eval set's per-example
+columns (correct or not, per-question SQuAD scores, per-sentence entity counts) and how each
+metric follows from them, so two evaluations on the same examples can be compared by a
+bootstrap over examples (``read_examples``; ``bertpipe.experiments.stats``). It is an extra
+output file, not an input: fingerprints are unchanged, and outputs cached before it lack it. ``FinetuneStage`` runs the same as a stage (``bertpipe.core.stage``)
 into ``ROOT/<fingerprint>/``; its manifest is the summary. The fingerprint hashes the config
 less the device (``canonical_finetune``), the checkpoint's weights (pretrained init only: a
 random init shares one baseline per architecture), config and vocabulary, and the task
@@ -57,6 +61,7 @@ MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 _TENSORS = {*MODEL_INPUTS, "labels", "start_positions", "end_positions"}  # the arrays batches carry
 LOSS_WINDOW = 20  # final_train_loss: mean loss of the last steps
 PREDICT_BATCH = 64
+EXAMPLES = "examples.json"  # per-example eval columns, beside metrics.json
 # Summary keys that describe the run rather than measure it (the rest are metrics).
 SUMMARY_ECHOES = ("task", "main_metric", "seeds", "grid_point", "init", "features")
 CAUSAL_MARK = "causal-cls-is-last-token"  # heads changed for left-to-right encoders (was [CLS])
@@ -183,6 +188,7 @@ class GridRun:
     point: dict[str, Any]
     per_seed: list[dict[str, float]] = field(default_factory=list)
     model: torch.nn.Module | None = None
+    examples: list[dict[str, list]] = field(default_factory=list)  # per seed: per-example columns
 
     def mean(self, metric: str) -> float:
         return statistics.mean(s[metric] for s in self.per_seed)
@@ -204,6 +210,9 @@ def finetune(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path
             losses = fit(run_cfg, model, task.train, seed, device)
             pred = predict(run_cfg, model, task.eval, device)
             scores = spec.score(run_cfg, pred, task.eval, task.eval_examples, task.labels)
+            if spec.per_example is not None:
+                cols = spec.per_example(run_cfg, pred, task.eval, task.eval_examples, task.labels)
+                run.examples.append({k: v.tolist() for k, v in cols.items()})
             scores["train_seconds"] = time.perf_counter() - t0
             scores["final_train_loss"] = float(np.mean(losses[-LOSS_WINDOW:]))
             log.info("%s seed %d %s: %s", cfg.task, seed, point or "", {k: round(v, 4) for k, v in scores.items()})
@@ -225,7 +234,24 @@ def finetune(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path
     save_file({k: v.detach().cpu().contiguous() for k, v in best.model.state_dict().items()}, str(out / "model.safetensors"))
     (out / "head.json").write_text(json.dumps({"task": cfg.task, "labels": task.labels, "config": cfg.model_dump(mode="json")}, indent=2))
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if best.examples:
+        (out / EXAMPLES).write_text(json.dumps({
+            "task": cfg.task, "eval_sha256": hash_file(eval_path), "recipes": spec.recipes,
+            "per_seed": [{"seed": seed, "columns": cols} for seed, cols in zip(cfg.seeds, best.examples, strict=True)]}))
     return summary
+
+
+def read_examples(out_dir: str | Path) -> dict[str, Any] | None:
+    """A fine-tuning output's ``examples.json`` (task, eval file hash, recipes, per-seed
+    columns as numpy arrays), or None for an output written before it existed."""
+    path = Path(out_dir) / EXAMPLES
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    for s in doc["per_seed"]:
+        s["columns"] = {k: np.asarray(v) for k, v in s["columns"].items()}
+    doc["recipes"] = {m: (kind, tuple(cols)) for m, (kind, cols) in doc["recipes"].items()}
+    return doc
 
 
 def canonical_finetune(cfg: FinetuneConfig) -> dict[str, Any]:

@@ -4,7 +4,9 @@ A spec says, for classify (single sentences), pair (sentence pairs), qa (extract
 tag (token tagging), how to read a task file, whether the task has a label vocabulary, how to
 encode examples into arrays, which head to build (fine-tuned, or on frozen features), the
 loss of a batch, how one batch's outputs become numpy arrays at the arrays' full width, how
-predictions are scored and which metric ranks runs. ``spec_for(cfg)`` picks the spec for a
+predictions are scored and which metric ranks runs, and the per-example columns its metrics
+are sums or means of (``per_example`` with ``recipes``, so an evaluation can be bootstrapped
+over its examples). ``spec_for(cfg)`` picks the spec for a
 config; ``regression=True`` on classify/pair picks the regression variant (float labels, one
 output, MSE, Pearson), as before it is ignored for qa and tag.
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,12 @@ class TaskSpec:
     score: Callable[[FinetuneConfig, Prediction, Arrays, Sequence, list[str] | None], dict[str, float]]
     main_metric: str  # the metric that ranks seeds' means across a grid
     outputs: int | None = None  # a fixed number of outputs (regression: 1); None: one per label
+    # Per-example columns of the eval set (same signature as ``score``), and how each metric
+    # follows from them: metric -> (kind, columns), kind "mean" (of one column), "ratio"
+    # (sum / sum) or "f1" (2 sum(correct) / (sum(true) + sum(predicted))). Metrics that are
+    # not such sums (MCC, macro F1, Pearson) have no recipe.
+    per_example: Callable[[FinetuneConfig, Prediction, Arrays, Sequence, list[str] | None], dict[str, np.ndarray]] | None = None
+    recipes: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def n_outputs(self, labels: list[str] | None) -> int:
         return self.outputs if self.outputs is not None else len(labels or [])
@@ -235,22 +243,63 @@ def _score_spans(cfg: FinetuneConfig, pred: SpanLogits, data: Arrays, examples: 
     return metrics.squad_scores(best_spans(pred, data, examples, cfg.max_answer_length), answers)
 
 
+# ---------------------------------------------------------------- per-example columns
+
+
+def _examples_classes(cfg: FinetuneConfig, pred: np.ndarray, data: Arrays, examples: Sequence,
+                      labels: list[str] | None) -> dict[str, np.ndarray]:
+    return {"correct": (pred.argmax(-1) == data["labels"]).astype(np.int8)}
+
+
+def _examples_regression(cfg: FinetuneConfig, pred: np.ndarray, data: Arrays, examples: Sequence,
+                         labels: list[str] | None) -> dict[str, np.ndarray]:
+    return {"squared_error": (pred.squeeze(-1) - data["labels"]) ** 2}
+
+
+def _examples_tags(cfg: FinetuneConfig, pred: np.ndarray, data: Arrays, examples: Sequence,
+                   labels: list[str] | None) -> dict[str, np.ndarray]:
+    """Per sentence: entities right, gold and predicted (as ``metrics.entity_scores`` counts
+    them), words tagged right and words."""
+    cols: dict[str, list[int]] = {"correct": [], "n_true": [], "n_pred": [], "words_correct": [], "words": []}
+    for ex, guess in zip(examples, decode_tags(pred, data, examples, labels), strict=True):
+        gold_spans, guess_spans = metrics.bio_spans(ex.tags), metrics.bio_spans(guess)
+        for k, v in (("correct", len(gold_spans & guess_spans)), ("n_true", len(gold_spans)), ("n_pred", len(guess_spans)),
+                     ("words_correct", sum(t == g for t, g in zip(ex.tags, guess, strict=True))), ("words", len(ex.tags))):
+            cols[k].append(v)
+    return {k: np.asarray(v, dtype=np.int32) for k, v in cols.items()}
+
+
+def _examples_spans(cfg: FinetuneConfig, pred: SpanLogits, data: Arrays, examples: Sequence,
+                    labels: list[str] | None) -> dict[str, np.ndarray]:
+    """Per question, in percent as ``metrics.squad_scores`` averages them: exact match and F1 (0 unanswered)."""
+    found = best_spans(pred, data, examples, cfg.max_answer_length)
+    golds = [[text for text, _ in e.answers] for e in examples]
+    em = [100.0 * metrics.exact_match(found[e.qid], g) if e.qid in found else 0.0 for e, g in zip(examples, golds, strict=True)]
+    f1 = [100.0 * metrics.squad_f1(found[e.qid], g) if e.qid in found else 0.0 for e, g in zip(examples, golds, strict=True)]
+    return {"exact_match": np.asarray(em), "f1": np.asarray(f1)}
+
+
 # ---------------------------------------------------------------- the specs
 
 _SENTENCE = dict(labelled=True, encode=_encode_pairs, head=_sequence_head, feature_head=_sequence_features_head,
-                 loss=_class_loss, collect=_per_sequence, score=_score_classes, main_metric="accuracy")
+                 loss=_class_loss, collect=_per_sequence, score=_score_classes, main_metric="accuracy",
+                 per_example=_examples_classes, recipes={"accuracy": ("mean", ("correct",))})
 SPECS: dict[Task, TaskSpec] = {
     "classify": TaskSpec(name="classify", read=_read_single, **_SENTENCE),
     "pair": TaskSpec(name="pair", read=_read_pair, **_SENTENCE),
     "qa": TaskSpec(name="qa", read=_read_squad, labelled=False, encode=_encode_squad, head=_span_head, feature_head=None,
-                   loss=_span_loss, collect=_per_span, score=_score_spans, main_metric="f1"),
+                   loss=_span_loss, collect=_per_span, score=_score_spans, main_metric="f1", per_example=_examples_spans,
+                   recipes={"exact_match": ("mean", ("exact_match",)), "f1": ("mean", ("f1",))}),
     "tag": TaskSpec(name="tag", read=_read_conll, labelled=True, encode=_encode_tags, head=_token_head,
                     feature_head=_token_features_head, loss=_token_loss, collect=_per_token, score=_score_tags,
-                    main_metric="entity_f1"),
+                    main_metric="entity_f1", per_example=_examples_tags,
+                    recipes={"entity_f1": ("f1", ("correct", "n_true", "n_pred")), "precision": ("ratio", ("correct", "n_pred")),
+                             "recall": ("ratio", ("correct", "n_true")), "accuracy": ("ratio", ("words_correct", "words"))}),
 }
 # ``regression=True``: float labels, no vocabulary, one output trained with MSE, ranked by Pearson's r.
 REGRESSION_SPECS: dict[Task, TaskSpec] = {
-    name: replace(SPECS[name], labelled=False, loss=_regression_loss, score=_score_regression, main_metric="pearson", outputs=1)
+    name: replace(SPECS[name], labelled=False, loss=_regression_loss, score=_score_regression, main_metric="pearson", outputs=1,
+                  per_example=_examples_regression, recipes={"mse": ("mean", ("squared_error",))})
     for name in ("classify", "pair")
 }
 

@@ -307,6 +307,14 @@ def test_bench_init_picks_each_inits_lr_and_caches_every_run(ckpt, tmp_path):
     assert first["pretrained_lr"] in kw["lrs"] and first["random_lr"] in kw["lrs"]
     assert len(first["pretrained_per_seed"]) == len(first["random_per_seed"]) == 2
     assert first["pretrained"] == pytest.approx(np.mean(first["pretrained_per_seed"]), abs=1e-4)
+    # the gap's interval: paired t over the two seeds, by hand (df 1, t 12.706)
+    d = [p - r for p, r in zip(first["pretrained_per_seed"], first["random_per_seed"], strict=True)]
+    half = 12.7062 * abs(d[0] - d[1]) / np.sqrt(2) / np.sqrt(2)  # sd of two values = |a - b| / sqrt(2)
+    assert first["gap_method"] == "paired t, n=2"
+    assert first["gap_ci95"] == pytest.approx([np.mean(d) - half, np.mean(d) + half], abs=2e-4)
+    assert first["distinguishable"] == (not first["gap_ci95"][0] <= 0 <= first["gap_ci95"][1])
+    (single,) = bench_init(ckpt, tmp_path, **(kw | {"seeds": (0,)}))["rows"]  # seed 0's runs are cached
+    assert single["gap_method"].startswith("paired bootstrap") and single["gap_ci95"][0] <= single["gap"] <= single["gap_ci95"][1]
 
     def runs() -> list[str]:
         return sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())
@@ -336,3 +344,61 @@ def test_random_init_ignores_the_weights_and_so_does_its_fingerprint(ckpt, tmp_p
     assert fp(rand, ckpt) != fp(pre, ckpt)
     a, b = (finetune(rand, c, f, f, tmp_path / c.name) for c in (ckpt, other))
     assert a["final_train_loss"] == b["final_train_loss"] and a["accuracy"] == b["accuracy"]
+
+
+def _random_prediction(spec, data, rng: np.random.Generator):
+    """Random outputs of the right shape: non-trivial predictions (tags form entities, spans answer)."""
+    n, width = data.eval["input_ids"].shape
+    if spec.name == "qa":
+        from bertpipe.tasks.heads import SpanLogits
+
+        return SpanLogits(start=rng.normal(size=(n, width)), end=rng.normal(size=(n, width)))
+    k = spec.n_outputs(data.labels)
+    return rng.normal(size=(n, width, k) if spec.name == "tag" else (n, k))
+
+
+@pytest.mark.parametrize("task,regression", [("classify", False), ("pair", False), ("qa", False), ("tag", False),
+                                             ("classify", True)])
+def test_per_example_columns_give_back_every_metric_with_a_recipe(ckpt, tmp_path, task, regression):
+    """Each recipe over the per-example columns equals the spec's own score of the same
+    predictions, so a bootstrap over the columns resamples the reported metric."""
+    from bertpipe.experiments.stats import Recipe
+
+    f = _regression_file(tmp_path / "scores.tsv") if regression else TASKS / FILES[task]
+    cfg = FinetuneConfig(task=task, regression=regression, max_seq_length=96, doc_stride=32, max_query_length=16)
+    data, spec = prepare(cfg, ckpt, f, f), spec_for(cfg)
+    pred = _random_prediction(spec, data, np.random.default_rng(3))
+    scores = spec.score(cfg, pred, data.eval, data.eval_examples, data.labels)
+    cols = spec.per_example(cfg, pred, data.eval, data.eval_examples, data.labels)
+    assert spec.recipes and all(len(v) == len(data.eval_examples) for v in cols.values())
+    for metric, (kind, columns) in spec.recipes.items():
+        assert Recipe(kind, columns).evaluate(cols) == pytest.approx(scores[metric]), metric
+    assert 0 < scores[spec.main_metric if not regression else "mse"]  # random outputs still score something
+
+
+def _regression_file(path: Path) -> Path:
+    rows = [f"{i / 4:.2f}\tsentence number {i} is here\n" for i in range(12)]
+    path.write_text("label\tsentence\n" + "".join(rows))
+    return path
+
+
+def test_finetune_writes_examples_and_two_runs_compare_by_paired_bootstrap(ckpt, tmp_path):
+    from bertpipe.experiments.stats import compare_examples
+    from bertpipe.tasks.finetune import read_examples
+
+    f = TASKS / FILES["classify"]
+    cfg = FinetuneConfig(task="classify", lr=2e-3, epochs=2, batch_size=8, max_seq_length=32, seeds=[0, 1])
+    fp_before = FinetuneStage(cfg, ckpt, f, f).fingerprint()
+    a = finetune_stage(cfg, ckpt, f, f, tmp_path / "a")
+    assert FinetuneStage(cfg, ckpt, f, f).fingerprint() == fp_before == a.fingerprint  # an output, not an input
+    doc = read_examples(a.path)
+    assert [s["seed"] for s in doc["per_seed"]] == [0, 1] and doc["eval_sha256"] == hash_file(f)
+    for s, scores in zip(doc["per_seed"], a.manifest["per_seed"], strict=True):
+        assert s["columns"]["correct"].mean() == pytest.approx(scores["accuracy"])
+    b = finetune_stage(cfg.model_copy(update={"init": "random"}), ckpt, f, f, tmp_path / "b")
+    d = compare_examples(doc, read_examples(b.path), "accuracy")
+    assert d.method == "paired bootstrap" and d.n_variant == len(doc["per_seed"][0]["columns"]["correct"])
+    assert d.diff == pytest.approx(a.manifest["per_seed"][0]["accuracy"] - b.manifest["per_seed"][0]["accuracy"])
+    assert d.low <= d.diff <= d.high
+    assert compare_examples(doc, read_examples(b.path), "mcc") is None  # not a sum over examples
+    assert read_examples(tmp_path) is None  # an output cached before examples.json existed
