@@ -62,11 +62,13 @@ def output_dataset(result: StageResult, name: str | None = None) -> Dataset:
                    profile=json.dumps(profile) if profile else None)
 
 
-def files_dataset(name: str, files: list[str]) -> Dataset:
-    """Input files as one MLflow dataset: digest = a hash of their content hashes, in order."""
+def files_dataset(name: str, files: list[str], source: list[str] | None = None) -> Dataset:
+    """Input files as one MLflow dataset: digest = a hash of their content hashes, in order;
+    ``source``: the paths as the user gave them (directories, globs), default the files."""
     digest = hashlib.sha256("".join(hash_file(f) for f in files).encode()).hexdigest()[:16]
-    return Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": files[0] if len(files) == 1 else
-                                                                                      files}),
+    where = source or files
+    return Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": where[0] if len(where) == 1 else
+                                                                                      where}),
                    profile=json.dumps({"files": len(files)}))
 
 

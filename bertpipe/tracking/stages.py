@@ -79,16 +79,22 @@ def stage_metrics(result: StageResult) -> dict[str, float]:
     return out
 
 
+# Throughput figures of the train records, logged under their own names (not train_*): tokens_per_s,
+# mfu (model FLOPs utilization) and peak_tflops (its denominator, measured at the start of the run).
+THROUGHPUT = ("tokens_per_s", "mfu", "peak_tflops")
+
+
 def metric_logger(tracking_uri: str, run_id: str) -> Callable[[dict[str, Any]], None]:
-    """``on_metrics`` for pretraining: its start record's parameter count and every train/eval record."""
+    """``on_metrics`` for pretraining: its start record's parameter count and matmul peak, and
+    every train/eval record (``split_key``, but ``THROUGHPUT`` under its own names)."""
     client = client_for(tracking_uri)
 
     def log(rec: dict[str, Any]) -> None:
         if rec.get("event") == "start":
-            log_metrics(client, run_id, {"parameters": rec["parameters"]})
+            log_metrics(client, run_id, {k: rec[k] for k in ("parameters", "peak_tflops") if k in rec}, step=rec["step"])
         if rec.get("split") in ("train", "eval"):
-            log_metrics(client, run_id, {f"{rec['split']}_{k}": v for k, v in rec.items() if k not in ("split", "step", "phase")},
-                        step=rec["step"])
+            log_metrics(client, run_id, {k if k in THROUGHPUT else f"{rec['split']}_{k}": v for k, v in rec.items()
+                                         if k not in ("split", "step", "phase")}, step=rec["step"])
 
     return log
 
@@ -171,10 +177,14 @@ class PipelineRun:
 
 
 def stage_inputs(stage: str, upstream: list[StageResult], corpus: list[str] | None = None) -> list[Dataset]:
-    """The datasets a stage consumes: the corpus files for ingest, its upstream outputs otherwise."""
+    """The datasets a stage consumes: the corpus files for ingest (directories and globs expanded
+    as ingest reads them), its upstream outputs otherwise."""
+    from bertpipe.data.ingest import expand_inputs
     from bertpipe.tracking.lineage import files_dataset, output_dataset
 
-    return [files_dataset("corpus", corpus)] if stage == "ingest" and corpus else [output_dataset(r) for r in upstream]
+    if stage == "ingest" and corpus:
+        return [files_dataset("corpus", [str(path) for path, _ in expand_inputs(corpus)[0]], source=corpus)]
+    return [output_dataset(r) for r in upstream]
 
 
 def finetune_inputs(checkpoint: str, train: str, eval_: str) -> list[Dataset]:

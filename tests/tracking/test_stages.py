@@ -69,11 +69,30 @@ def test_training_records_become_step_metrics(store):
     uri, client = store
     run = PipelineRun(uri, "exp", "training", {}, {})
     log = metric_logger(uri, run.run_id)
-    log({"event": "start", "step": 0, "parameters": 1234})
+    log({"event": "start", "step": 0, "parameters": 1234, "peak_tflops": 0.5})
     for step in (10, 20):
-        log({"split": "train", "step": step, "phase": 1, "loss": 1.0 / step, "nsp_acc": None})
+        log({"split": "train", "step": step, "phase": 1, "loss": 1.0 / step, "nsp_acc": None, "tokens_per_s": 100.0 * step,
+             "mfu": 0.25, "peak_tflops": 0.5})
     log({"split": "eval", "step": 20, "phase": 1, "mlm_acc": 0.25})
     hist = client.get_metric_history(run.run_id, "train_loss")
     assert [(h.step, h.value) for h in hist] == [(10, 0.1), (20, 0.05)]
     m = client.get_run(run.run_id).data.metrics
     assert m["parameters"] == 1234 and m["eval_mlm_acc"] == 0.25 and "train_nsp_acc" not in m and "train_phase" not in m
+    # throughput under its own names, not train_*
+    assert m["tokens_per_s"] == 2000 and m["mfu"] == 0.25 and m["peak_tflops"] == 0.5 and "train_mfu" not in m
+
+
+def test_a_corpus_directory_is_logged_as_the_files_ingest_reads(tmp_path):
+    """``make run``'s corpus is a directory: its dataset digests the files inside, in ingest's order."""
+    import hashlib
+    import json
+
+    from bertpipe.core.fingerprint import hash_file
+    from bertpipe.data.ingest import expand_inputs
+    from bertpipe.tracking.stages import stage_inputs
+
+    (dataset,) = stage_inputs("ingest", [], [str(SAMPLE)])
+    files = [p for p, _ in expand_inputs([SAMPLE])[0]]
+    assert len(files) > 1
+    assert dataset.digest == hashlib.sha256("".join(hash_file(f) for f in files).encode()).hexdigest()[:16]
+    assert json.loads(dataset.profile) == {"files": len(files)} and json.loads(dataset.source) == {"uri": str(SAMPLE)}
