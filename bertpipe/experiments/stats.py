@@ -250,7 +250,8 @@ def format_difference(d: Difference, digits: int = 3) -> str:
     interval includes zero; a distinguishable difference in bold; without an interval the
     difference and why: ``+0.013 (one seed: no interval)``."""
     def f(x: float) -> str:
-        return f"{x:+.{digits}f}".replace("-", "−")
+        text = f"{x:+.{digits}f}"
+        return f"{0:.{digits}f}" if float(text) == 0 else text.replace("-", "−")  # no "−0.000"
 
     if d.distinguishable is None:
         return f"{f(d.diff)} ({d.method})"

@@ -108,6 +108,7 @@ def test_an_interval_including_zero_is_marked_not_distinguishable():
                                                                    "not distinguishable")
     assert format_difference(inside) == "+0.010 [−0.020, +0.040] n.d."
     assert format_difference(outside) == "**−0.110 [−0.200, −0.020]**"
+    assert format_difference(Difference(-0.0001, -0.3, 0.2, "Welch t", 3, 3, 3.1), 2) == "0.00 [−0.30, +0.20] n.d."
 
 
 def _flipped(n: int, base_correct: int, flips: int) -> tuple[dict, dict]:
