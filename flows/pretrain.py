@@ -14,12 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from bertpipe import tracking
 from bertpipe.core.executors import units_executor
 from bertpipe.core.stage import StageResult, run_stage
 from bertpipe.experiments.pipeline import PipelineConfig, build_stage, plan, with_overrides
+from bertpipe.experiments.plan import explain_plan, render_markdown
+from bertpipe.tracking.runs import log_config
 from bertpipe.train.stage import checkpoints_at
 from flows.progress import StageProgress
 from flows.stagetask import stage_task, submit
@@ -40,14 +43,21 @@ def pipeline_stage(fp: str, cfg: PipelineConfig, name: str, upstream: dict[str, 
 
 @flow(name="pretrain", log_prints=True, validate_parameters=True)
 def pretrain_flow(config: PipelineConfig, overrides: dict[str, Any] | None = None, parent_run_id: str | None = None,
-                  tags: dict[str, str] | None = None, dask_address: str | None = None) -> dict[str, str]:
+                  tags: dict[str, str] | None = None, dask_address: str | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Run the pipeline with ``config`` (a deployment's default is its preset; every field is on the run form).
 
     ``overrides``: JSON deep-merged into ``config`` (``prefect deployment run ... --params``).
     The config is validated before any stage starts. ``dask_address``: a Dask scheduler for the
     data stages' units (under ``DaskTaskRunner`` its own cluster is used without it).
+    ``dry_run``: only plan (``bertpipe plan``): which stages would run, why and for how long, as
+    the ``pipeline-plan`` markdown artifact; nothing runs and no MLflow run is opened.
     """
     cfg = with_overrides(config, overrides)
+    if dry_run:
+        shown = explain_plan(cfg, cfg.tracking_uri or tracking.default_tracking_uri())
+        create_markdown_artifact(key="pipeline-plan", markdown=render_markdown(shown, f"Plan of {get_run_context().flow_run.name}"),
+                                 description=f"dry run: {', '.join(shown.running()) or 'nothing'} would run")
+        return {"dry_run": True, "plan": shown.model_dump(mode="json")}
     stages = plan(cfg)
     fingerprints = {st.name: st.fingerprint for st in stages}
     get_run_logger().info("stage fingerprints: %s", fingerprints)
@@ -55,6 +65,7 @@ def pretrain_flow(config: PipelineConfig, overrides: dict[str, Any] | None = Non
     run = tracking.PipelineRun(cfg.tracking_uri or tracking.default_tracking_uri(), cfg.experiment, flow_run.name,
                                tracking.prefect_tags(str(flow_run.id)) | tracking.pipeline_tags(fingerprints) | (tags or {}),
                                cfg.model_dump(mode="json"), parent_run_id)
+    log_config(run.client, run.run_id, cfg.model_dump(mode="json"))  # what `bertpipe reproduce` reads back
     ok = False
     try:
         done: dict[str, StageResult] = {}

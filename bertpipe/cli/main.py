@@ -268,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-log", action="store_true", help="do not log the report as artifacts of the sweep run")
     p.set_defaults(func=_cmd_report)
 
+    from bertpipe.cli.plan import add_commands
+
+    add_commands(sub)  # plan, reproduce
+
     bench = sub.add_parser("bench", help="benchmarks (print figures; last line is one JSON object)")
     bsub = bench.add_subparsers(dest="bench", required=True)
     p = bsub.add_parser("data", help="raw text → masked shards throughput, tokenizer ceiling, peak RSS at 1x and 4x")

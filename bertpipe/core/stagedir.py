@@ -35,6 +35,17 @@ def is_complete(path: str | os.PathLike) -> bool:
     return (p / COMPLETE_MARKER).is_file() and (p / MANIFEST).is_file()
 
 
+def build_seconds(path: str | os.PathLike) -> float | None:
+    """Wall seconds of the build that completed ``path`` (its last attempt, for a resumed one);
+    None for outputs whose marker predates the record."""
+    try:
+        lines = (Path(path) / COMPLETE_MARKER).read_text().splitlines()
+    except OSError:
+        return None
+    found = [line.split()[1] for line in lines if line.startswith("seconds ")]
+    return float(found[0]) if found else None
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if not is_complete(path):
         raise FileNotFoundError(f"{path} is not a complete stage output (no {COMPLETE_MARKER} marker)")
@@ -94,12 +105,16 @@ def atomic_dir(final: Path, *, replace: bool = False, work: Path | None = None) 
 
 @contextmanager
 def stage_dir(final: Path, work: Path | None = None) -> Iterator[Path]:
-    """``atomic_dir`` for a stage output: the block writes ``manifest.json``, the marker is added here."""
+    """``atomic_dir`` for a stage output: the block writes ``manifest.json``, the marker is added here.
+
+    The marker holds when the build finished and how long it took (``build_seconds``), kept out
+    of the manifest so that manifests stay byte-identical across builds."""
+    start = time.monotonic()
     with atomic_dir(final, work=work) as tmp:
         yield tmp
         if not (tmp / MANIFEST).is_file():
             raise RuntimeError(f"stage wrote no {MANIFEST} into {tmp}")
-        (tmp / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        (tmp / COMPLETE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + f"\nseconds {time.monotonic() - start:.3f}\n")
         if final.exists() and not is_complete(final):
             shutil.rmtree(final)  # an incomplete leftover under the final name (written by older versions)
 

@@ -87,5 +87,14 @@ def producer_of(client: MlflowClient, exp_ids: Iterable[str], fingerprint: str) 
     return runs[0].info.run_id if runs else None
 
 
+# A pipeline run's whole config as JSON: its params are flattened strings (None and "None", 1 and
+# "1" look alike, values past 6,000 characters are cut); this is what `bertpipe reproduce` reads back.
+CONFIG_ARTIFACT = "config/pipeline.json"
+
+
+def log_config(client: MlflowClient, run_id: str, config: dict[str, Any]) -> None:
+    client.log_dict(run_id, config, CONFIG_ARTIFACT)
+
+
 def finish(client: MlflowClient, run_id: str, ok: bool = True) -> None:
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))

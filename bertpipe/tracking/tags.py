@@ -17,6 +17,7 @@ PATH = "bertpipe.path"  # the stage output directory
 PRESET = "bertpipe.preset"
 PLANNED = "bertpipe.fp."  # prefix: the parent run's predicted fingerprint of each stage
 CHECKPOINT = "bertpipe.checkpoint"  # the model a fine-tuning run started from
+REPRODUCES = "bertpipe.reproduces"  # on a pipeline run made by `bertpipe reproduce`: the run id it re-ran
 
 SWEEP = "bertpipe.sweep"  # "true" on a sweep's own run
 SWEEP_NAME = "bertpipe.sweep_name"

@@ -10,6 +10,7 @@ from bertpipe.core.stagedir import (
     COMPLETE_MARKER,
     MANIFEST,
     atomic_dir,
+    build_seconds,
     is_complete,
     publish_latest,
     read_manifest,
@@ -75,6 +76,18 @@ def test_complete_means_manifest_and_marker(tmp_path):
     assert is_complete(leftover) and (leftover / COMPLETE_MARKER).is_file() and read_manifest(leftover) == {"stage": "toy"}
     (leftover / COMPLETE_MARKER).unlink()
     assert not is_complete(leftover)
+
+
+def test_the_marker_records_how_long_the_build_took_and_old_markers_have_no_figure(tmp_path):
+    import time
+
+    with stage_dir(tmp_path / "fp") as tmp:
+        (tmp / MANIFEST).write_text("{}")
+        time.sleep(0.2)
+    assert 0.2 <= build_seconds(tmp_path / "fp") < 5
+    (tmp_path / "fp" / COMPLETE_MARKER).write_text("2026-01-01T00:00:00+0000\n")  # written before the record existed
+    assert is_complete(tmp_path / "fp") and build_seconds(tmp_path / "fp") is None
+    assert build_seconds(tmp_path / "missing") is None
 
 
 def test_a_root_resolves_through_latest_and_the_stage_is_checked(tmp_path):
