@@ -18,14 +18,20 @@ from bertpipe.core.stage import run_stage
 from bertpipe.experiments.suite import shared_suite
 from bertpipe.tasks.config import EvalTask, FinetuneConfig
 from bertpipe.tasks.finetune import FinetuneStage, task_metrics
+from flows.progress import StageProgress
 from flows.stagetask import stage_task, submit
 
 DEFAULT_TASKS = shared_suite()  # the four tasks of ../shared/data (see its README)
 
 
 @stage_task(task_run_name="finetune:{name}")
-def finetune_task(fp: str, name: str, cfg: FinetuneConfig, checkpoint: str, train: str, eval: str, root: str) -> dict:
-    return run_stage(FinetuneStage(cfg, checkpoint, train, eval), root).model_dump(mode="json")
+def finetune_task(fp: str, name: str, cfg: FinetuneConfig, checkpoint: str, train: str, eval: str, root: str,
+                  tracking_uri: str, run_id: str) -> dict:
+    """One fine-tuning, with a progress artifact (steps over all seeds) and its latest scores."""
+    progress = StageProgress(f"finetune-{name}")
+    result = run_stage(FinetuneStage(cfg, checkpoint, train, eval, on_metrics=progress.training(None, tracking_uri, run_id)), root)
+    progress.show(100.0)
+    return result.model_dump(mode="json")
 
 
 @flow(name="finetune", log_prints=True)
@@ -45,7 +51,7 @@ def finetune_flow(checkpoint: str, tasks: list[EvalTask], out_dir: str = "cache/
             fp = FinetuneStage(item.config, checkpoint, train, evaluation).fingerprint()
             child = run.open_stage(f"finetune:{item.name}", fp, item.config.model_dump(mode="json"))
             result, cached = submit(finetune_task, root, fp, item.name, item.config, checkpoint, str(train), str(evaluation),
-                                    str(root))
+                                    str(root), run.uri, child)
             run.close_stage(child, result, cached, tracking.finetune_inputs(checkpoint, str(train), str(evaluation)))
             results[item.name] = task_metrics(result.manifest)
             run.log({f"{item.name}_{k}": v for k, v in results[item.name].items() if not k.endswith("_std")})

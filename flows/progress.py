@@ -8,6 +8,7 @@ API calls, not one per step. The terminal keeps its own progress bars and logs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +18,12 @@ from bertpipe import tracking
 
 
 class StageProgress:
-    """A stage's progress artifact, keyed ``<stage>-progress`` (one per stage of each flow run)."""
+    """A stage's progress artifact, keyed ``<stage>-progress`` (one per stage of each flow run;
+    Prefect keys take lowercase letters, digits and dashes only)."""
 
     def __init__(self, stage: str) -> None:
-        self.stage, self.shown = stage, 0.0
-        self.id = create_progress_artifact(0.0, key=f"{stage}-progress", description=f"{stage}: share done")
+        self.stage, self.shown = re.sub(r"[^a-z0-9-]+", "-", stage.lower()), 0.0
+        self.id = create_progress_artifact(0.0, key=f"{self.stage}-progress", description=f"{stage}: share done")
 
     def show(self, percent: float) -> None:
         if int(percent) > int(self.shown) or percent >= 100:
@@ -31,16 +33,18 @@ class StageProgress:
     def units(self, done: int, total: int) -> None:
         self.show(100.0 * done / max(total, 1))
 
-    def training(self, steps: int, tracking_uri: str, run_id: str) -> Callable[[dict[str, Any]], None]:
-        """``on_metrics`` for a pretraining of ``steps`` steps: percent of steps, held-out figures."""
+    def training(self, steps: int | None, tracking_uri: str, run_id: str) -> Callable[[dict[str, Any]], None]:
+        """``on_metrics`` for a training of ``steps`` steps (None: each record's ``steps``, as
+        fine-tuning's over all its seeds): percent of steps, held-out figures."""
         link = tracking.run_link(tracking_uri, run_id)
 
         def on_metrics(rec: dict[str, Any]) -> None:
+            total = steps or rec.get("steps") or 1
             if rec.get("split") == "train":
-                self.show(100.0 * rec["step"] / steps)
+                self.show(100.0 * rec["step"] / total)
             elif rec.get("split") == "eval":
                 rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in rec.items() if isinstance(v, float))
-                create_markdown_artifact(f"### Held-out figures at step {rec['step']} of {steps}\n\n| metric | value |\n"
+                create_markdown_artifact(f"### Held-out figures at step {rec['step']} of {total}\n\n| metric | value |\n"
                                          f"|---|---|\n{rows}\n\nMLflow run: {link}", key=f"{self.stage}-held-out",
                                          description=f"{self.stage}: latest held-out figures")
 

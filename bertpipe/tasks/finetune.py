@@ -33,7 +33,7 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,11 +143,17 @@ def autocast(cfg: FinetuneConfig, device: torch.device):
     return torch.autocast(device.type, torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
-def fit(cfg: FinetuneConfig, model: torch.nn.Module, train: Arrays, seed: int, device: torch.device) -> list[float]:
+def train_steps(cfg: FinetuneConfig, n_examples: int) -> int:
+    """Optimizer steps of one fine-tuning run: ``cfg.epochs`` passes of ``cfg.batch_size`` rows."""
+    return max(1, math.ceil(cfg.epochs * math.ceil(n_examples / cfg.batch_size)))
+
+
+def fit(cfg: FinetuneConfig, model: torch.nn.Module, train: Arrays, seed: int, device: torch.device,
+        on_step: Callable[[int], None] | None = None) -> list[float]:
     """Train ``model`` in place for ``cfg.epochs`` (the rows reshuffled each epoch with ``seed``);
-    the loss of every step."""
+    the loss of every step. ``on_step(steps_done)`` is called after each step."""
     spec, n = spec_for(cfg), len(train["input_ids"])
-    steps = max(1, math.ceil(cfg.epochs * math.ceil(n / cfg.batch_size)))
+    steps = train_steps(cfg, n)
     ocfg = OptimConfig(optimizer="adamw", lr=cfg.lr, eps=1e-8, weight_decay=cfg.weight_decay,
                        warmup_ratio=cfg.warmup_ratio, clip_norm=1.0)
     opt, model = build_optimizer(model, ocfg), model.to(device).train()
@@ -163,6 +169,8 @@ def fit(cfg: FinetuneConfig, model: torch.nn.Module, train: Arrays, seed: int, d
             sched.step()
             opt.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            if on_step is not None:
+                on_step(len(losses))
             if len(losses) >= steps:
                 break
     return losses
@@ -195,19 +203,27 @@ class GridRun:
 
 
 def finetune(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path, eval_path: str | Path,
-             out_dir: str | Path) -> dict[str, Any]:
+             out_dir: str | Path, on_metrics: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Fine-tune (or train the feature-based head) and evaluate; write metrics.json and weights.
-    Returns the summary (what metrics.json holds)."""
+    Returns the summary (what metrics.json holds). ``on_metrics`` gets progress records as
+    pretraining's: ``{"split": "train", "step", "steps"}`` over all seeds and grid points, and
+    ``{"split": "eval", "step", "seed", **scores}`` as each run is scored."""
     spec, ckpt, out, device = spec_for(cfg), Path(checkpoint), Path(out_dir), resolve_device(cfg)
     task = prepare(cfg, ckpt, train_path, eval_path)
     n_outputs = spec.n_outputs(task.labels)
+    points = GRID if cfg.grid else [{}]
+    total = sum(train_steps(cfg.model_copy(update=p), len(task.train_examples)) for p in points) * len(cfg.seeds)
+    done = 0
     runs: list[GridRun] = []
-    for point in GRID if cfg.grid else [{}]:
+    for point in points:
         run_cfg, run = cfg.model_copy(update=point), GridRun(point)
         for seed in cfg.seeds:
             t0 = time.perf_counter()
             model = build_model(run_cfg, ckpt, n_outputs, seed)
-            losses = fit(run_cfg, model, task.train, seed, device)
+            report = None if on_metrics is None else (lambda k, base=done: on_metrics({"split": "train", "step": base + k,
+                                                                                         "steps": total}))
+            losses = fit(run_cfg, model, task.train, seed, device, on_step=report)
+            done += len(losses)
             pred = predict(run_cfg, model, task.eval, device)
             scores = spec.score(run_cfg, pred, task.eval, task.eval_examples, task.labels)
             if spec.per_example is not None:
@@ -216,6 +232,8 @@ def finetune(cfg: FinetuneConfig, checkpoint: str | Path, train_path: str | Path
             scores["train_seconds"] = time.perf_counter() - t0
             scores["final_train_loss"] = float(np.mean(losses[-LOSS_WINDOW:]))
             log.info("%s seed %d %s: %s", cfg.task, seed, point or "", {k: round(v, 4) for k, v in scores.items()})
+            if on_metrics is not None:
+                on_metrics({"split": "eval", "step": done, "steps": total, "seed": seed, **scores})
             run.per_seed.append(scores)
             if run.model is None:
                 run.model = model
@@ -274,9 +292,11 @@ class FinetuneStage(Stage[FinetuneConfig]):
 
     name, version = STAGE, VERSION
 
-    def __init__(self, cfg: FinetuneConfig, checkpoint: str | Path, train: str | Path, eval: str | Path) -> None:  # noqa: A002
+    def __init__(self, cfg: FinetuneConfig, checkpoint: str | Path, train: str | Path, eval: str | Path,  # noqa: A002
+                 on_metrics: Callable[[dict[str, Any]], None] | None = None) -> None:
         super().__init__(cfg)
         self.checkpoint, self.train_path, self.eval_path = Path(checkpoint), Path(train), Path(eval)
+        self.on_metrics = on_metrics  # progress records (see ``finetune``)
 
     @classmethod
     def fingerprint_config(cls, cfg: FinetuneConfig) -> dict[str, Any]:
@@ -296,7 +316,7 @@ class FinetuneStage(Stage[FinetuneConfig]):
         return [out]
 
     def run_unit(self, out: Path) -> dict[str, Any]:
-        return finetune(self.cfg, self.checkpoint, self.train_path, self.eval_path, out)
+        return finetune(self.cfg, self.checkpoint, self.train_path, self.eval_path, out, on_metrics=self.on_metrics)
 
     def publish(self, out: Path, reports: list[dict[str, Any]]) -> dict[str, Any]:
         (summary,) = reports

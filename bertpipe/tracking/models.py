@@ -1,9 +1,11 @@
-"""Registered models: the pretrained encoder as an MLflow model, a new version per pretraining.
+"""Registered models: the pretrained encoder and each fine-tuned model as MLflow models, a new
+version per run that trained one.
 
 ``log_encoder`` logs a checkpoint as an MLflow pyfunc model (``encoder_model.py``, with an
 input example and a tensor signature) in the pretraining's run and registers it as a new
 version of ``bertpipe-<experiment>``, tagged with the run's fingerprint; ``load_model`` gives
-back the encoder's last hidden states. Trade-off: the model is MLflow's pyfunc, not the
+back the encoder's last hidden states. ``log_finetuned`` does the same for a fine-tuning
+(``finetuned_model.py``: raw text in, the task's answers out) as ``bertpipe-<experiment>-<task>``. Trade-off: the model is MLflow's pyfunc, not the
 ``transformers`` flavor, so that every architecture bertpipe trains (concatenated
 embeddings, left-to-right attention) loads the same way; for Hugging Face, the run also holds
 the ``model-hf`` export where one exists.
@@ -11,6 +13,7 @@ the ``model-hf`` export where one exists.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models.signature import ModelSignature
-from mlflow.types.schema import Schema, TensorSpec
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
 from bertpipe.model.hf import load_config
 from bertpipe.tracking import tags
@@ -51,3 +54,33 @@ def log_encoder(tracking_uri: str, run_id: str, checkpoint: Path, experiment: st
                                            signature=signature, pip_requirements=requirements)
         return mlflow.register_model(info.model_uri, registered_name(experiment),
                                      tags={tags.REGISTERED_FINGERPRINT: fingerprint})
+
+
+# An input example per task type (the columns ``bertpipe.tasks.predict.INPUTS`` names).
+_EXAMPLES = {"classify": {"text": ["a fine example", "another one"]},
+             "pair": {"text": ["the first sentence", "one more"], "text_pair": ["the second sentence", "and its pair"]},
+             "tag": {"text": ["Alice went to Paris", "no entities here"]},
+             "qa": {"question": ["who went to Paris?"], "context": ["Alice went to Paris in May."]}}
+
+
+def log_finetuned(tracking_uri: str, run_id: str, finetuned: Path, checkpoint: Path, name: str, fingerprint: str) -> ModelVersion:
+    """Log a fine-tuning's output as the run's ``model`` (with the checkpoint's architecture and
+    vocabulary) and register it as a new version of ``bertpipe-<name>``; returns the version."""
+    import mlflow
+    import pandas as pd
+
+    from bertpipe.tasks.predict import FineTuned, bundle
+
+    requirements = [f"{lib}=={metadata.version(lib)}" for lib in ("bertpipe", "torch", "safetensors", "numpy", "tokenizers", "pandas")]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = bundle(finetuned, checkpoint, Path(tmp) / "model")
+        task = FineTuned.load(folder).task
+        example = pd.DataFrame(_EXAMPLES[task])
+        signature = ModelSignature(inputs=Schema([ColSpec("string", c) for c in example.columns]))
+        with _FLUENT:
+            mlflow.set_tracking_uri(tracking_uri)
+            with mlflow.start_run(run_id=run_id, nested=True):
+                info = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("finetuned_model.py")),
+                                               artifacts={"model": str(folder)}, input_example=example,
+                                               signature=signature, pip_requirements=requirements)
+            return mlflow.register_model(info.model_uri, registered_name(name), tags={tags.REGISTERED_FINGERPRINT: fingerprint})

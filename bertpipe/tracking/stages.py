@@ -65,8 +65,23 @@ def _register_encoder(run: PipelineRun, run_id: str, result: StageResult) -> Non
     log_encoder(run.uri, run_id, result.file(result.manifest["final"]), experiment, result.fingerprint)
 
 
+def _register_finetuned(run: PipelineRun, run_id: str, result: StageResult) -> None:
+    """Registered as ``bertpipe-<experiment>-<task>`` (the task's name from the stage run, ``finetune:<task>``);
+    the checkpoint is the one the parent run names."""
+    from bertpipe.tracking.models import log_finetuned
+
+    checkpoint = run.client.get_run(run.run_id).data.tags.get(tags.CHECKPOINT)
+    if checkpoint is None or not (Path(checkpoint) / "config.json").is_file():
+        return  # a fine-tuning outside a run that names its checkpoint: nothing to bundle the model with
+    experiment = run.client.get_experiment(run.exp).name
+    task = run.client.get_run(run_id).data.tags.get(tags.STAGE, "").partition(":")[2]
+    log_finetuned(run.uri, run_id, result.path, Path(checkpoint), f"{experiment}-{task}" if task else experiment,
+                  result.fingerprint)
+
+
 # Stage outputs that are models, logged and registered as MLflow models (by stage kind).
-MODELS: dict[str, Callable[[PipelineRun, str, StageResult], None]] = {"pretrain": _register_encoder}
+MODELS: dict[str, Callable[[PipelineRun, str, StageResult], None]] = {"pretrain": _register_encoder,
+                                                                     "finetune": _register_finetuned}
 
 
 def stage_metrics(result: StageResult) -> dict[str, float]:

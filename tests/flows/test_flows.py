@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bertpipe.core.stagedir import is_complete
@@ -326,8 +327,23 @@ def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_pa
     assert set(kids) == {"finetune:finefoods"}
     run = client.get_run(kids["finetune:finefoods"]["run_id"])
     assert run.data.metrics["accuracy"] == parent.data.metrics["finefoods_accuracy"]
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json"}  # the model is MLflow's logged model
     assert run.data.tags["bertpipe.cache_hit"] == "false"
+
+    # the fine-tuned model is a registered MLflow model that answers raw text as the evaluation did
+    import mlflow
+    import pandas as pd
+
+    from bertpipe.tasks.data import read_single_tsv
+
+    (version,) = client.search_model_versions("name = 'bertpipe-pretrain-finefoods'")
+    assert version.run_id == run.info.run_id and version.tags["bertpipe.fingerprint"] == kids["finetune:finefoods"]["bertpipe.fingerprint"]
+    mlflow.set_tracking_uri(ov["tracking_uri"])
+    rows = read_single_tsv(f)
+    answers = mlflow.pyfunc.load_model(f"models:/bertpipe-pretrain-finefoods/{version.version}").predict(
+        pd.DataFrame({"text": [r.text_a for r in rows]}))
+    assert set(answers.columns) == {"label", "probability"} and ((answers["probability"] >= 0.5) & (answers["probability"] <= 1)).all()
+    assert np.mean(answers["label"] == [r.label for r in rows]) == pytest.approx(run.data.metrics["accuracy"])
 
     again = pretrain_flow(load_pipeline_config("tiny", ov))  # everything cached, fine-tuning included
     kids = children(ov["tracking_uri"], client.search_runs(
@@ -348,6 +364,16 @@ def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_pa
             return [r.state.name for r in sorted(runs, key=lambda r: r.created)]
 
     assert asyncio.run(finetune_states())[-2:] == ["Completed", "Cached"]  # Prefect's cache key is the fine-tune's fingerprint
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def artifacts(key: str):
+        async with get_client() as c:
+            return await c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    assert [float(a.data) for a in asyncio.run(artifacts("finetune-finefoods-progress"))][:1] == [100.0]  # the run that trained
+    (scores,) = asyncio.run(artifacts("finetune-finefoods-held-out"))
+    assert f"| accuracy | {run.data.metrics['accuracy']:.4f} |" in scores.data
 
 
 def test_a_running_pretraining_shows_progress_that_advances(harness, tmp_path):
