@@ -30,7 +30,8 @@ TRIALS = int(os.environ.get("BERTPIPE_FAULT_TRIALS", "2"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 TINY = ["--hidden-size", "36", "--num-attention-heads", "3", "--num-hidden-layers", "2", "--intermediate-size", "72"]
 COMPARED = (".parquet", ".safetensors", "vocab.txt", "tokenizer.json", ".json")  # not .pt, plots or metrics.jsonl
-TIMINGS = {"train_seconds", "train_seconds_std", "tokens_per_s", "per_seed"}  # per_seed holds train_seconds too
+# per_seed holds train_seconds too; mfu and peak_tflops are timings of the pretraining's last train record
+TIMINGS = {"train_seconds", "train_seconds_std", "tokens_per_s", "mfu", "peak_tflops", "per_seed"}
 
 
 def bertpipe(*args: object) -> list[str]:

@@ -7,8 +7,14 @@ positions per sequence, as pretraining does with BERT's max_predictions_per_seq;
 ``transformers.BertForPreTraining`` computes it at every position, which is what its
 pretraining examples do. Repetitions alternate between the two so machine noise hits both;
 medians are reported, with CPU seconds beside wall time. Our bf16-autocast figure is
-printed as well. On CUDA the script also times BERT-Base at length 128 in bf16 and reports
-MFU (6·N·tokens/s over the card's dense bf16 peak, attention FLOPs ignored).
+printed as well. On CUDA the script also times BERT-Base at length 128 in bf16.
+
+MFU beside every figure: model FLOPs per token (``bertpipe.train.flops``: the exact matmul
+count, MLM head at the 20 masked positions) × tokens/s ÷ a matmul peak measured in each
+repetition at the model's FFN shape ([4096, 256] × [256, 1024]) in the same dtype (fp32 for
+ours and transformers, bf16 for our autocast run). transformers' MFU uses the same model
+FLOPs: its decoder at the 108 unmasked positions is work the objective does not need; its
+hardware FLOPs utilization (``hfu_hf``, decoder at all 128 positions) is given beside.
 
 ``transformers`` is a dev dependency: the script says so and skips the comparison when it is
 absent. The last printed line is one JSON object.
@@ -23,6 +29,7 @@ from contextlib import nullcontext
 import torch
 
 from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
+from bertpipe.train.flops import flops_per_token, model_peak, train_flops
 
 SEQ, BATCH, PREDS = 128, 32, 20
 
@@ -103,34 +110,47 @@ def bench_train(steps: int = 8, repeats: int = 3) -> dict:
     ours32, _ = _ours_step(cfg, device, "fp32")
     ours16, _ = _ours_step(cfg, device, "bf16")
     times: dict[str, list[tuple[float, float]]] = {"ours": [], "ours_bf16": [], "hf": []}
-    for r in range(repeats):  # alternate so that noise hits every variant
+    peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for r in range(repeats):  # alternate so that noise hits every variant, and the peaks
+        for precision in peaks:
+            peaks[precision].append(model_peak(cfg, device, precision, tokens))
         times["ours"].append(_time_steps(ours32, steps, device))
         if hf is not None:
             times["hf"].append(_time_steps(hf, steps, device))
         times["ours_bf16"].append(_time_steps(ours16, steps, device))
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items() if v}
+    peak = {k: statistics.median(v) for k, v in peaks.items()}
+    fpt = flops_per_token(cfg, SEQ, PREDS)  # model FLOPs per token, for every variant
+    mfu = {k: fpt * tokens / wall / peak["bf16" if k == "ours_bf16" else "fp32"] for k, (wall, _) in med.items()}
+    print(f"model FLOPs per token {fpt / 1e6:.1f} M; matmul peak at [{tokens}, 256] x [256, 1024]: "
+          f"{peak['fp32'] / 1e12:.3f} TFLOP/s fp32, {peak['bf16'] / 1e12:.3f} TFLOP/s bf16")
     for k, (wall, cpu) in med.items():
-        print(f"{k:10s} {tokens / wall:9,.0f} tokens/s  ({wall * 1e3:.0f} ms/step wall, {cpu * 1e3:.0f} ms CPU)")
-    result = {"ours_tokens_per_s": round(tokens / med["ours"][0]), "ours_bf16_tokens_per_s": round(tokens / med["ours_bf16"][0])}
+        print(f"{k:10s} {tokens / wall:9,.0f} tokens/s  MFU {mfu[k]:6.1%}  ({wall * 1e3:.0f} ms/step wall, {cpu * 1e3:.0f} ms CPU)")
+    result = {"ours_tokens_per_s": round(tokens / med["ours"][0]), "ours_bf16_tokens_per_s": round(tokens / med["ours_bf16"][0]),
+              "flops_per_token": round(fpt), "peak_tflops_fp32": round(peak["fp32"] / 1e12, 4),
+              "peak_tflops_bf16": round(peak["bf16"] / 1e12, 4), "mfu_fp32": round(mfu["ours"], 3),
+              "mfu_bf16": round(mfu["ours_bf16"], 3)}
     if hf is not None:
+        hfu = train_flops(cfg, BATCH, SEQ, SEQ) / med["hf"][0] / peak["fp32"]  # the work it does: decoder everywhere
         result |= {"hf_tokens_per_s": round(tokens / med["hf"][0]), "ratio_vs_hf": round(med["hf"][0] / med["ours"][0], 2),
-                   "bf16_ratio_vs_hf": round(med["hf"][0] / med["ours_bf16"][0], 2)}
-        print(f"ours / transformers: {result['ratio_vs_hf']:.2f}x fp32, {result['bf16_ratio_vs_hf']:.2f}x with bf16 autocast")
+                   "bf16_ratio_vs_hf": round(med["hf"][0] / med["ours_bf16"][0], 2), "mfu_hf": round(mfu["hf"], 3),
+                   "hfu_hf": round(hfu, 3), "mfu_ratio_vs_hf": round(mfu["ours"] / mfu["hf"], 2),
+                   "bf16_mfu_ratio_vs_hf": round(mfu["ours_bf16"] / mfu["hf"], 2)}
+        print(f"ours / transformers: {result['ratio_vs_hf']:.2f}x fp32, {result['bf16_ratio_vs_hf']:.2f}x with bf16 autocast "
+              f"(tokens/s); MFU {result['mfu_ratio_vs_hf']:.2f}x fp32, {result['bf16_mfu_ratio_vs_hf']:.2f}x bf16 "
+              f"(transformers' hardware FLOPs utilization, decoder at every position: {hfu:.1%})")
     if torch.cuda.is_available():
         result |= _bench_cuda_base()
     return result
 
 
 def _bench_cuda_base(batch: int = 128, steps: int = 20) -> dict:
-    from bertpipe.train.runstate import peak_flops
-
+    """BERT-Base at length 128 in bf16 (``bertpipe bench gpu`` measures more: sizes, lengths, fp16, compile)."""
     device = torch.device("cuda")
     cfg = BertConfig.from_preset("base")
-    step, n_params = _ours_step(cfg, device, "bf16", batch)
+    step, _ = _ours_step(cfg, device, "bf16", batch)
     wall, _ = _time_steps(step, steps, device)
     tps = batch * SEQ / wall
-    peak = peak_flops(device, "bf16")
-    mfu = 6 * n_params * tps / peak if peak else None
-    print(f"CUDA {torch.cuda.get_device_name(device)}: BERT-Base length {SEQ} bf16 batch {batch}: {tps:,.0f} tokens/s"
-          + (f", MFU {mfu:.1%}" if mfu else ""))
-    return {"gpu": torch.cuda.get_device_name(device), "gpu_base_tokens_per_s": round(tps), "gpu_base_mfu": round(mfu, 3) if mfu else None}
+    mfu = flops_per_token(cfg, SEQ, PREDS) * tps / model_peak(cfg, device, "bf16", batch * SEQ)
+    print(f"CUDA {torch.cuda.get_device_name(device)}: BERT-Base length {SEQ} bf16 batch {batch}: {tps:,.0f} tokens/s, MFU {mfu:.1%}")
+    return {"gpu": torch.cuda.get_device_name(device), "gpu_base_tokens_per_s": round(tps), "gpu_base_mfu": round(mfu, 3)}

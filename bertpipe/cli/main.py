@@ -107,6 +107,16 @@ def _cmd_bench_train(args: argparse.Namespace) -> None:
     print(json.dumps(bench_train(steps=args.steps, repeats=args.repeats)))
 
 
+def _cmd_bench_gpu(args: argparse.Namespace) -> None:
+    from bertpipe.bench.gpu import PARTS, bench_gpu
+
+    res = bench_gpu(args.device, True if args.tiny else None, args.work, args.out, args.corpus, tuple(args.parts or PARTS),
+                    args.budget)
+    print(json.dumps(res))
+    if not res["ok"]:
+        raise SystemExit(1)
+
+
 def _cmd_finetune(args: argparse.Namespace) -> None:
     from bertpipe.tasks.config import FinetuneConfig
     from bertpipe.tasks.finetune import finetune_stage
@@ -297,6 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
     p.set_defaults(func=_cmd_bench_train)
+    p = bsub.add_parser("gpu", help="the GPU check: BERT-Base/Large seq/s and MFU, 200-step pretraining, compile, torchrun "
+                        "(tiny sizes on CPU); writes one JSON")
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cuda, cuda:1, cpu")
+    p.add_argument("--tiny", action="store_true", help="tiny sizes (the default without CUDA)")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-gpu"), help="data stages (reused) and runs")
+    p.add_argument("--out", type=Path, default=Path("cache/bench-gpu/gpu-check.json"), help="the JSON result")
+    p.add_argument("--corpus", type=Path, nargs="+", default=None, help="corpus for the pretraining (default: data/sample)")
+    p.add_argument("--parts", nargs="+", choices=["throughput", "pretrain", "compile", "torchrun"], default=None,
+                   help="run only these parts")
+    # 280 s: the throughput part stops starting new shapes at 45% of it, so the whole check stays under 5 minutes
+    p.add_argument("--budget", type=float, default=280.0, help="seconds the check aims to finish in")
+    p.set_defaults(func=_cmd_bench_gpu)
     p = bsub.add_parser("tiny", help="the tiny preset on the sample corpus: held-out MLM/NSP after its 10-minute run")
     p.add_argument("--work", type=Path, default=Path("cache/bench-tiny"), help="scratch folder (data stages reused)")
     p.add_argument("--preset", default="tiny", help="pipeline preset (bertpipe/experiments/presets or $BERTPIPE_PRESETS)")

@@ -8,11 +8,11 @@ A causal model (``model.causal``, the paper's "LTR & No NSP" row) is trained as 
 left-to-right LM instead: next-token loss over the original text (masked slots restored from
 their labels), logged under the ``mlm_*`` names, without NSP.
 
-Outputs under ``out_dir``: ``metrics.jsonl`` (train records every ``log_every`` steps, eval
-records, a ``start`` and a ``data`` record), ``checkpoints/step-NNNNNNN/`` (``model/`` as
-written by ``hf.save_checkpoint``; ``trainer.pt`` with optimizer, scheduler, grad-scaler
-state and data position; ``rng-rank{r}.pt`` per rank; ``state.json``), and ``final/``, a
-model directory ``hf.load_checkpoint`` reads. ``.pt`` files hold only tensors and plain
+Outputs under ``out_dir``: ``metrics.jsonl`` (train records every ``log_every`` steps with
+``tokens_per_s`` and ``mfu``, eval records, a ``start`` record with the measured matmul peak,
+a ``data`` record), ``checkpoints/step-NNNNNNN/`` (``model/`` as written by ``hf.save_checkpoint``;
+``trainer.pt`` with optimizer, scheduler, grad-scaler state and data position; ``rng-rank{r}.pt``
+per rank; ``state.json``), and ``final/``, a model directory ``hf.load_checkpoint`` reads. ``.pt`` files hold only tensors and plain
 containers and are read with ``torch.load(weights_only=True)``: nothing is unpickled.
 
 Choices and trade-offs
@@ -57,15 +57,16 @@ from bertpipe.data.loader import ShardDataset, load_shards_manifest
 from bertpipe.model import hf
 from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
+from bertpipe.train.flops import model_peak, peak_dtype, train_flops
 from bertpipe.train.optim import build_optimizer, build_scheduler
-from bertpipe.train.runstate import capture_rng, peak_flops, restore_rng
+from bertpipe.train.runstate import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 
 
-# Per-step sums, all-reduced across ranks in one tensor; "stop" is any rank's SIGTERM (or stop_at_step).
+# Per-step sums, all-reduced across ranks in one tensor; "stop" is any rank's SIGTERM (or stop_at_step), "flops" MFU's numerator.
 STATS = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_count", "nsp_correct", "nsp_count", "tokens",
-         "padded_tokens", "stop")
+         "padded_tokens", "flops", "stop")
 STAT = {name: i for i, name in enumerate(STATS)}
 
 
@@ -95,8 +96,9 @@ def pretrain(shards_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, s
     if own_pg:
         dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    device = torch.device(cfg.device if cfg.device != "auto" else f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu")
-    if device.type == "cuda":
+    device = torch.device(cfg.device if cfg.device != "auto" else "cuda" if cuda else "cpu")
+    if device.type == "cuda":  # "cuda" without an index: this rank's card (torch.cuda.set_device refuses no index)
+        device = device if device.index is not None else torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     try:
         return _Run(cfg, Path(out_dir), rank, world, device, on_metrics).run(shards_dir, shards_phase2, resume, stop_at_step)
@@ -163,8 +165,12 @@ class _Run:
         self.sched = build_scheduler(self.opt, cfg.optim, cfg.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         step = self._resume()
+        tokens = self.phases[0][2] * self.max_len  # MFU's denominator: a matmul at the model's FFN shape (tens of ms)
+        self.peak = model_peak(mcfg, self.device, cfg.precision, tokens)
         self.emit({"event": "start", "step": step, "world_size": self.world, "device": str(self.device),
-                   "parameters": self.raw.num_parameters(), "model": mcfg.model_dump(), "config": cfg.model_dump(mode="json")})
+                   "parameters": self.raw.num_parameters(), "model": mcfg.model_dump(), "config": cfg.model_dump(mode="json"),
+                   "peak_tflops": self.peak / 1e12, "peak_matmul": [tokens, mcfg.hidden_size, mcfg.intermediate_size],
+                   "peak_dtype": str(peak_dtype(cfg.precision))})
         main_thread = threading.current_thread() is threading.main_thread()
         prev = signal.signal(signal.SIGTERM, self._on_sigterm) if main_thread else None
         try:
@@ -202,6 +208,7 @@ class _Run:
                 raise ValueError(f"{p}: max_seq_length {m['config']['max_seq_length']} exceeds the model's "
                                  f"max_position_embeddings {mcfg.max_position_embeddings}")
         vocab_file = Path(manifests[0][1].get("tokenizer_dir") or "") / "vocab.txt"
+        self.max_len = m1["config"]["max_seq_length"]
         # A causal model is trained as a left-to-right LM: next-token prediction on the
         # unmasked text, and no NSP (its [CLS] sees only itself): the paper's "LTR & No NSP".
         self.ltr = mcfg.causal
@@ -231,11 +238,14 @@ class _Run:
         nsl = b["next_sentence_label"]
         lo = pretraining_loss(o.mlm_logits, o.nsp_logits, labels, nsl if self.use_nsp else None)
         n_mlm, zero = (labels != -100).sum(), torch.zeros((), device=nsl.device)
+        B, T = b["input_ids"].shape  # LTR: the MLM head runs at every position
+        flops = train_flops(self.raw.config, B, T, T if self.ltr else b["masked_positions"].shape[1], self.use_nsp)
         stats = {"loss": lo.loss, "mlm_loss": lo.mlm_loss, "nsp_loss": zero if lo.nsp_loss is None else lo.nsp_loss,
                  "mlm_correct": (lo.mlm_accuracy * n_mlm).round(), "mlm_count": n_mlm,
                  "nsp_correct": (o.nsp_logits.argmax(-1) == nsl).sum() if self.use_nsp else zero,
                  "nsp_count": zero + (len(nsl) if self.use_nsp else 0),
-                 "tokens": b["attention_mask"].sum(), "padded_tokens": zero + b["input_ids"].numel(), "stop": zero}
+                 "tokens": b["attention_mask"].sum(), "padded_tokens": zero + b["input_ids"].numel(), "stop": zero,
+                 "flops": torch.full((), float(flops), dtype=torch.float64, device=nsl.device)}
         return lo, torch.stack([stats[k].detach().double() for k in STATS])
 
     def _train(self, model, step: int, stop_at: int | None) -> PretrainResult:
@@ -303,14 +313,8 @@ class _Run:
         rec = {"split": "train", "step": step, "phase": phase + 1, "loss": w["loss"] / per, "mlm_loss": w["mlm_loss"] / per,
                "mlm_acc": w["mlm_correct"] / max(w["mlm_count"], 1), "nsp_loss": w["nsp_loss"] / per if self.use_nsp else None,
                "nsp_acc": w["nsp_correct"] / max(w["nsp_count"], 1) if self.use_nsp else None, "lr": lr,
-               "tokens_per_s": w["tokens"] / max(secs, 1e-9), "world_size": self.world}  # tokens: non-padding, all ranks
-        if self.device.type == "cuda" and (peak := peak_flops(self.device, self.cfg.precision)):
-            # 6 flops per weight per token (forward + backward) over the encoder; the MLM decoder only at masked slots.
-            c, seq_len = self.raw.config, w["padded_tokens"] / (per * self.phases[phase][2])  # mean padded length
-            dense = self.raw.num_parameters() - sum(p.numel() for p in self.raw.bert.embeddings.parameters())
-            flops = ((6 * dense + 12 * c.num_hidden_layers * c.hidden_size * seq_len) * w["padded_tokens"]
-                     + 6 * c.vocab_size * c.hidden_size * w["mlm_count"])
-            rec["mfu"] = flops / max(secs, 1e-9) / (peak * self.world)
+               "tokens_per_s": w["tokens"] / max(secs, 1e-9), "world_size": self.world,  # tokens: non-padding, all ranks
+               "mfu": w["flops"] / max(secs, 1e-9) / (self.peak * self.world), "peak_tflops": self.peak / 1e12}  # all ranks' FLOPs
         self.emit(rec)
         return rec
 
