@@ -153,6 +153,15 @@ def _cmd_bench_tiny(args: argparse.Namespace) -> None:
     print(json.dumps(bench_tiny(args.work, args.preset, json.loads(args.overrides) if args.overrides else None)))
 
 
+def _cmd_bench_quality(args: argparse.Namespace) -> None:
+    from bertpipe.bench.quality import bench_quality
+
+    print(json.dumps(bench_quality(args.work, args.preset, json.loads(args.overrides) if args.overrides else None,
+                                   [str(c) for c in args.corpus] if args.corpus else None, eval_points=args.eval_points,
+                                   eval_sequences=args.eval_sequences, heldout_fraction=args.heldout_fraction, seed=args.seed,
+                                   plot_path=args.plot, map_workers=args.map_workers, loader_workers=args.loader_workers)))
+
+
 def _cmd_bench_init(args: argparse.Namespace) -> None:
     from bertpipe.bench.finetune import bench_init
 
@@ -324,6 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tiny", help="pipeline preset (bertpipe/experiments/presets or $BERTPIPE_PRESETS)")
     p.add_argument("--overrides", help="JSON deep-merged into the preset, e.g. '{\"pretrain\": {\"seed\": 7}}'")
     p.set_defaults(func=_cmd_bench_tiny)
+    p = bsub.add_parser("quality", help="held-out MLM loss vs wall-clock time from the same raw text: our pipeline vs "
+                        "transformers + datasets (run_mlm recipe, Trainer)")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-quality"), help="scratch folder (emptied first: all timed afresh)")
+    p.add_argument("--preset", default="tiny-shared", help="our recipe; both sides take its model, vocabulary, steps, "
+                   "batch, length and optimizer")
+    p.add_argument("--overrides", help="JSON deep-merged into the preset, e.g. '{\"pretrain\": {\"steps\": 1000}}'")
+    p.add_argument("--corpus", type=Path, nargs="+", default=None, help="raw corpus (default: the preset's)")
+    p.add_argument("--eval-points", type=int, default=15, help="checkpoints per side, evenly spaced in steps")
+    p.add_argument("--eval-sequences", type=int, default=2048, help="held-out windows evaluated")
+    p.add_argument("--heldout-fraction", type=float, default=0.05, help="documents of each input file held out")
+    p.add_argument("--seed", type=int, default=12345, help="held-out split and masking")
+    p.add_argument("--plot", type=Path, default=Path("docs/results/quality-loss-vs-time.png"), help="loss/accuracy vs time")
+    p.add_argument("--map-workers", type=int, default=None, help="transformers side: datasets map num_proc")
+    p.add_argument("--loader-workers", type=int, default=0, help="transformers side: dataloader_num_workers")
+    p.set_defaults(func=_cmd_bench_quality)
     p = bsub.add_parser("finetune", help="fine-tuning MiniLM's real weights: ours vs a plain transformers loop, 4 shared tasks")
     p.add_argument("--work", type=Path, default=Path("cache/bench-finetune"), help="scratch folder")
     p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
