@@ -7,13 +7,18 @@ SIGKILL when the forkserver exits, follow. Polling rather than ``PR_SET_PDEATHSI
 kernel ties that to the parent *thread*, and a stage may start the forkserver from a worker
 thread that ends long before the process does. Importing this module elsewhere would do the
 same to that process: don't.
+
+The parent to follow comes from ``BERTPIPE_FORKSERVER_PARENT``, which the stage's process sets
+to its own pid before it starts the forkserver (``bertpipe.core.workers.process_pool``): a
+parent killed while the forkserver is still starting (seconds on a loaded machine) would
+otherwise already be gone when this runs, leaving ``getppid()`` to name init, which never dies.
 """
 
 import os
 import threading
 import time
 
-_PARENT = os.getppid()
+_PARENT = int(os.environ.get("BERTPIPE_FORKSERVER_PARENT") or os.getppid())
 
 
 def _watch() -> None:

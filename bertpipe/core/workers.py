@@ -54,6 +54,7 @@ def parallel(workers: int, jobs: int) -> bool:
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
+    os.environ["BERTPIPE_FORKSERVER_PARENT"] = str(os.getpid())  # whom the forkserver follows (forkserver_guard)
     ctx = get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)

@@ -67,3 +67,19 @@ def test_killing_the_parent_leaves_no_worker_behind(tmp_path, sig):
     proc.wait(10)
     gone, alive = psutil.wait_procs(family, timeout=5)
     assert alive == [], f"left running after {sig.name}: {alive}"
+
+
+def test_a_forkserver_whose_stage_died_before_it_loaded_the_guard_exits():
+    """The stage's process can die while its forkserver is still starting (seconds on a loaded
+    machine), with requests for workers queued: the guard must follow the stage's pid, not
+    whoever is the parent by the time it loads (init, which never dies)."""
+    stage = subprocess.Popen([sys.executable, "-c", "pass"])
+    stage.wait()  # a stage process that is already gone
+    env = {**os.environ, "BERTPIPE_FORKSERVER_PARENT": str(stage.pid)}
+    server = subprocess.Popen([sys.executable, "-c", "import bertpipe.core.forkserver_guard, time; time.sleep(60)"], env=env)
+    assert server.wait(timeout=15) == 1  # left on its own at once; the sleep would take a minute
+
+
+def test_the_pool_names_its_process_as_the_forkservers_parent():
+    list(pool_map(square_and_pid, [1, 2], workers=2))
+    assert os.environ["BERTPIPE_FORKSERVER_PARENT"] == str(os.getpid())
