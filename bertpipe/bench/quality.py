@@ -169,11 +169,13 @@ def run_ours(cfg, log) -> dict[str, Any]:
     *data_stages, training = plan(cfg)
     stamps: dict[int, float] = {}
     log(f"ours: data stages ({', '.join(s.name for s in data_stages)}), load {_load()}")
-    t0, done = time.perf_counter(), {}
+    t0, done, parts = time.perf_counter(), {}, {}
     for st in data_stages:
         done[st.name] = expect_fingerprint(run_stage(build_stage(cfg, st.name, done), st.root), st.fingerprint)
+        parts[st.name] = time.perf_counter() - t0 - sum(parts.values())
     data_s = time.perf_counter() - t0
-    log(f"ours: data {data_s:.1f} s; pretraining {cfg.pretrain.steps} steps, load {_load()}")
+    log(f"ours: data {data_s:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in parts.items())}); "
+        f"pretraining {cfg.pretrain.steps} steps, load {_load()}")
 
     def on_metrics(rec: dict) -> None:
         if rec.get("split") == "train":
@@ -182,7 +184,7 @@ def run_ours(cfg, log) -> dict[str, Any]:
     result = run_stage(build_stage(cfg, "pretrain", done, on_metrics=on_metrics), training.root)
     total = time.perf_counter() - t0
     kept = {int(s): result.file(p) for s, p in result.manifest["kept"].items()} | {cfg.pretrain.steps: result.file("final")}
-    return {"data_s": data_s, "total_s": total, "vocab": done["wordpiece"].path / "vocab.txt",
+    return {"data_s": data_s, "data_parts_s": parts, "total_s": total, "vocab": done["wordpiece"].path / "vocab.txt",
             "points": [{"step": s, "time_s": stamps[s], "dir": kept[s]} for s in sorted(kept)]}
 
 
@@ -192,6 +194,11 @@ def run_hf(files: list[Path], vocab: Path, cfg, hf_cfg: dict, eval_steps: list[i
     from transformers import (BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainerCallback,
                               TrainingArguments)
 
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()  # the bars only clutter the output; set before the clock starts
+    transformers.utils.logging.disable_progress_bar()
     length, p, o = cfg.shards.max_seq_length, cfg.pretrain, cfg.pretrain.optim
     cache, stamps = str(work / "datasets-cache"), {}
     log(f"transformers: data (load_dataset, tokenize, group_texts to {length}), load {_load()}")
@@ -203,6 +210,7 @@ def run_hf(files: list[Path], vocab: Path, cfg, hf_cfg: dict, eval_steps: list[i
     if txt := [str(f) for f in files if f.name.endswith(".txt")]:
         parts.append(load_dataset("text", data_files=txt, sample_by="paragraph", split="train", cache_dir=cache))
     raw = concatenate_datasets(parts)
+    steps_s = {"load_dataset": time.perf_counter() - t0}
 
     def group_texts(examples):  # run_mlm.py's, verbatim but for the names
         concatenated = {k: list(chain(*examples[k])) for k in examples.keys()}
@@ -211,9 +219,12 @@ def run_hf(files: list[Path], vocab: Path, cfg, hf_cfg: dict, eval_steps: list[i
 
     tokenized = raw.map(lambda ex: tokenizer(ex["text"], return_special_tokens_mask=True), batched=True,
                         num_proc=map_workers, remove_columns=["text"])
+    steps_s["tokenize"] = time.perf_counter() - t0 - steps_s["load_dataset"]
     lm = tokenized.map(group_texts, batched=True, num_proc=map_workers)
     data_s = time.perf_counter() - t0
-    log(f"transformers: data {data_s:.1f} s, {len(lm)} sequences; Trainer {p.steps} steps, load {_load()}")
+    steps_s["group_texts"] = data_s - sum(steps_s.values())
+    log(f"transformers: data {data_s:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in steps_s.items())}), {len(lm)} sequences; "
+        f"Trainer {p.steps} steps, load {_load()}")
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -233,7 +244,7 @@ def run_hf(files: list[Path], vocab: Path, cfg, hf_cfg: dict, eval_steps: list[i
     trainer = Trainer(model=model, args=args, train_dataset=lm, data_collator=collator, callbacks=[Clock()])
     trainer.train()
     total = time.perf_counter() - t0
-    return {"data_s": data_s, "total_s": total, "sequences": len(lm),
+    return {"data_s": data_s, "data_parts_s": steps_s, "total_s": total, "sequences": len(lm),
             "points": [{"step": s, "time_s": stamps[s], "dir": work / "trainer" / f"checkpoint-{s}"} for s in eval_steps]}
 
 
@@ -329,14 +340,16 @@ def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | Non
           f"{fmt(reach['transformers'])}; ratio {ratio if ratio is None else round(ratio, 3)} (goal <= 0.33)")
     print(f"1-minute load: {loads}; plot: {plot_path}")
     shas = {side: sorted({q["inputs_sha256"] for q in s["points"]}) for side, s in (("ours", ours), ("transformers", hf))}
-    rnd = lambda pts: [{k: round(v, 4) if isinstance(v, float) else v for k, v in q.items() if k != "inputs_sha256"} for q in pts]  # noqa: E731
+    rnd = lambda pts: [{k: round(v, 2 if k == "time_s" else 4) if isinstance(v, float) else v for k, v in q.items() if k != "inputs_sha256"} for q in pts]  # noqa: E731
     return {"bench": "quality", "preset": preset, "time_to_hf_final_loss_ratio": None if ratio is None else round(ratio, 4),
             "hf_final_loss": round(target, 4), "ours_final_loss": round(ours["points"][-1]["mlm_loss"], 4),
             "hf_final_acc": round(hf["points"][-1]["mlm_acc"], 4), "ours_final_acc": round(ours["points"][-1]["mlm_acc"], 4),
-            "ours_time_to_hf_final_loss_s": reach["ours"] and round(reach["ours"], 1),
-            "hf_time_to_hf_final_loss_s": reach["transformers"] and round(reach["transformers"], 1),
-            "ours_data_s": round(ours["data_s"], 1), "hf_data_s": round(hf["data_s"], 1),
-            "ours_total_s": round(ours["total_s"], 1), "hf_total_s": round(hf["total_s"], 1), "steps": steps,
+            "ours_time_to_hf_final_loss_s": None if reach["ours"] is None else round(reach["ours"], 2),
+            "hf_time_to_hf_final_loss_s": None if reach["transformers"] is None else round(reach["transformers"], 2),
+            "ours_data_s": round(ours["data_s"], 2), "hf_data_s": round(hf["data_s"], 2),
+            "ours_data_parts_s": {k: round(v, 2) for k, v in ours["data_parts_s"].items()},
+            "hf_data_parts_s": {k: round(v, 2) for k, v in hf["data_parts_s"].items()},
+            "ours_total_s": round(ours["total_s"], 2), "hf_total_s": round(hf["total_s"], 2), "steps": steps,
             "tokens_per_step": tokens, "hf_sequences": hf["sequences"], "heldout_documents": held.documents,
             "heldout_windows": len(held.input_ids), "heldout_predictions": int((held.labels != -100).sum()),
             "heldout_sha256": shas, "load_1min": loads, "plot": str(plot_path) if plot_path else None,
