@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=12345, help="held-out split and masking")
     p.add_argument("--plot", type=Path, default=Path("docs/results/quality-loss-vs-time.png"), help="loss/accuracy vs time")
     p.add_argument("--map-workers", type=int, default=None, help="transformers side: datasets map num_proc")
-    p.add_argument("--loader-workers", type=int, default=0, help="transformers side: dataloader_num_workers")
+    p.add_argument("--loader-workers", type=int, default=1, help="transformers side: dataloader_num_workers (1: measured best here)")
     p.set_defaults(func=_cmd_bench_quality)
     p = bsub.add_parser("finetune", help="fine-tuning MiniLM's real weights: ours vs a plain transformers loop, 4 shared tasks")
     p.add_argument("--work", type=Path, default=Path("cache/bench-finetune"), help="scratch folder")
