@@ -346,6 +346,10 @@ class _Run:
         self.emit(rec)
         return rec
 
+    def _scheduled(self, step: int) -> bool:
+        """A checkpoint every ``checkpoint_every`` steps and at the last one (not a stop's)."""
+        return bool(self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0) or step == self.cfg.steps
+
     def _save(self, step: int, data_pos: dict[str, int]) -> None:
         # every rank writes its RNG state into the same temporary directory, which rank 0 then renames
         final, tmp = self.ckpt_root / f"step-{step:07d}", self.ckpt_root / f".step-{step:07d}.tmp"
@@ -363,8 +367,11 @@ class _Run:
             torch.save(capture_rng(self.device), tmp / f"rng-rank{self.rank}.pt")
             self.barrier()
         if self.rank == 0:
+            # A stop's checkpoint (off the schedule) goes as soon as a newer one exists, so a stopped and
+            # resumed run ends with the same checkpoints as one that never stopped.
             rolling = [p for p in sorted(self.ckpt_root.glob("step-*")) if int(p.name[5:]) not in self.cfg.keep_steps]
-            for old in rolling[: -self.cfg.keep_checkpoints]:
+            off_schedule = [p for p in rolling[:-1] if not self._scheduled(int(p.name[5:]))]
+            for old in off_schedule + [p for p in rolling if p not in off_schedule][: -self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             log.info("checkpoint %s", final)
         self.barrier()

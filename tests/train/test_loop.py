@@ -64,6 +64,8 @@ def test_resume_reproduces_losses_bit_exactly(dynamic_dir, shard_root, tmp_path)
     assert [r["step"] for r in records(tmp_path / "b")] == list(range(1, 13))  # no duplicated records
     a, b = hf.load_state_dict(full.final_dir), hf.load_state_dict(part3.final_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    names = lambda run: sorted(p.name for p in (tmp_path / run / "checkpoints").iterdir())  # noqa: E731
+    assert names("b") == names("a") == ["step-0000008", "step-0000012"]  # the stops' checkpoints went as newer ones came
     with pytest.raises(ValueError, match="different config"):
         pretrain(dynamic_dir, tiny_cfg(steps=14, grad_accum=2), tmp_path / "b")
 
