@@ -31,7 +31,11 @@ Fairness, and the trade-offs taken:
       loss the transformers run ends at, over the time transformers needs for it (linear
       interpolation between checkpoints), data preparation included on both sides.
     * Both sides run one after the other on a machine other processes may share: the
-      1-minute load average is printed before and after each side.
+      1-minute load average is printed before and after each side. ``threads=1`` runs both
+      sides' compute on one thread: two OpenMP threads on two cores slow down many times over
+      when another process takes a core (a 2-thread run here fell to 1/16 of its speed).
+      transformers' DataLoader worker (``loader_workers=1``, faster than none on 2 cores)
+      then has the other core to itself; ours builds its batches in the training process.
 The last printed line is one JSON object.
 """
 
@@ -284,13 +288,17 @@ def plot(curves: dict[str, list[dict]], target: float, reach: dict[str, float | 
 
 def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | None = None, corpus: list[str] | None = None,
                   eval_points: int = 15, eval_sequences: int = 2048, heldout_fraction: float = 0.05, seed: int = 12345,
-                  plot_path: Path | None = None, map_workers: int | None = None, loader_workers: int = 0) -> dict[str, Any]:
+                  plot_path: Path | None = None, map_workers: int | None = None, loader_workers: int = 1,
+                  threads: int | None = None) -> dict[str, Any]:
     from bertpipe.experiments.pipeline import load_pipeline_config, with_overrides
     from bertpipe.model.hf import hf_config, load_config
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f} s] {msg}", flush=True)
 
+    if threads:  # for both sides alike (and the processes they start)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     start, load_before = time.perf_counter(), _load()
     base = load_pipeline_config(preset, {**(overrides or {}), **({"corpus": corpus} if corpus else {})})
     steps = base.pretrain.steps

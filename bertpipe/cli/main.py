@@ -159,7 +159,8 @@ def _cmd_bench_quality(args: argparse.Namespace) -> None:
     print(json.dumps(bench_quality(args.work, args.preset, json.loads(args.overrides) if args.overrides else None,
                                    [str(c) for c in args.corpus] if args.corpus else None, eval_points=args.eval_points,
                                    eval_sequences=args.eval_sequences, heldout_fraction=args.heldout_fraction, seed=args.seed,
-                                   plot_path=args.plot, map_workers=args.map_workers, loader_workers=args.loader_workers)))
+                                   plot_path=args.plot, map_workers=args.map_workers, loader_workers=args.loader_workers,
+                                   threads=args.threads)))
 
 
 def _cmd_bench_init(args: argparse.Namespace) -> None:
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=Path("docs/results/quality-loss-vs-time.png"), help="loss/accuracy vs time")
     p.add_argument("--map-workers", type=int, default=None, help="transformers side: datasets map num_proc")
     p.add_argument("--loader-workers", type=int, default=1, help="transformers side: dataloader_num_workers (1: measured best here)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for both sides (default: torch's)")
     p.set_defaults(func=_cmd_bench_quality)
     p = bsub.add_parser("finetune", help="fine-tuning MiniLM's real weights: ours vs a plain transformers loop, 4 shared tasks")
     p.add_argument("--work", type=Path, default=Path("cache/bench-finetune"), help="scratch folder")
