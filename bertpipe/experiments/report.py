@@ -29,7 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bertpipe.experiments.stats import Difference, compare_seeds, format_difference  # noqa: E402
+from bertpipe.experiments.stats import Difference, compare_examples, compare_seeds, format_difference  # noqa: E402
 from bertpipe.tracking.sweeps import SweepRuns, collect_sweep, metric_names  # noqa: E402
 
 LOWER_IS_BETTER = ("final_mlm_loss",)
@@ -79,8 +79,24 @@ def differences(rows: list[dict[str, Any]], names: list[str], baseline: str) -> 
         for m in names:
             mine, base = _by_seed(rows, v, m), _by_seed(rows, baseline, m)
             if mine and base and m not in NO_DIFFERENCE:
-                out[v][m] = compare_seeds(mine, base)
+                d = compare_seeds(mine, base)
+                if d.low is None:  # one seed a side: bootstrap over the test examples where both have them
+                    d = _over_examples(rows, v, baseline, m) or d
+                out[v][m] = d
     return out
+
+
+def _over_examples(rows: list[dict[str, Any]], variant: str, baseline: str, metric: str) -> Difference | None:
+    """A downstream metric (``<task>_<metric>``) compared over the test examples of the two
+    variants' single fine-tunings (``examples`` of their rows); None when either lacks them."""
+    def examples(v: str) -> dict[str, Any]:
+        return next((r.get("examples", {}) for r in rows if r["variant"] == v), {})
+
+    mine, base = examples(variant), examples(baseline)
+    for task in mine.keys() & base.keys():
+        if metric.startswith(task + "_"):
+            return compare_examples(mine[task], base[task], metric[len(task) + 1:])
+    return None
 
 
 def _digits(rows: list[dict[str, Any]], metric: str) -> int:

@@ -49,7 +49,10 @@ def _pretrained(client: MlflowClient, run_id: str, result: StageResult, cached: 
 
 
 def _finetuned(client: MlflowClient, run_id: str, result: StageResult, cached: bool) -> None:
+    """Scores, and per-example results (``examples.json``, for bootstrap intervals) where the output has them."""
     client.log_artifact(run_id, str(result.path / "metrics.json"))
+    if (result.path / "examples.json").is_file():
+        client.log_artifact(run_id, str(result.path / "examples.json"))
 
 
 # Artifacts by stage kind (``StageResult.stage``; phase-2 shards are a "shards" output).

@@ -2,12 +2,16 @@
 
 Everything a report needs comes from the tracking store alone, not from the cache folders,
 so a report can be rebuilt anywhere the store is reachable. A pretraining served from cache
-contributes the held-out curve of the run that trained it.
+contributes the held-out curve of the run that trained it. When the variants ran one seed
+each, the fine-tunings' per-example results (``examples.json``) are read back too, so the
+report can bootstrap a single-seed difference over the test examples.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bertpipe.tracking import tags
@@ -52,6 +56,9 @@ def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> Swee
         curves[k.info.run_id] = _mlm_curve(client, exp.experiment_id, k.info.run_id)
     if not rows:
         raise ValueError(f"sweep run {sweep_run} has no variant runs yet")
+    if all(sum(r["variant"] == v for r in rows) == 1 for v in {r["variant"] for r in rows}):  # one seed each
+        for r in rows:
+            r["examples"] = _examples(client, exp.experiment_id, r["run_id"])
     downstream = [m for m in metric_names(rows) if m not in PRETRAIN_METRICS]
     for r in rows:  # scores logged at several pretraining steps (evaluate_steps)
         hist = {m: sorted((h.step, h.value) for h in client.get_metric_history(r["run_id"], m)) for m in downstream}
@@ -68,6 +75,26 @@ def _mlm_curve(client, exp_id: str, pipeline_run: str) -> list[tuple[int, float]
     source = run.data.tags.get(tags.PRODUCED_BY) if run.data.tags.get(tags.CACHE_HIT) == "true" else None
     hist = client.get_metric_history(source or run.info.run_id, "eval_mlm_loss")
     return sorted((m.step, m.value) for m in hist)
+
+
+def _examples(client, exp_id: str, pipeline_run: str) -> dict[str, dict[str, Any]]:
+    """Task name → the ``examples.json`` its fine-tuning logged (the building run's, when served
+    from cache), as ``bertpipe.tasks.finetune.read_examples`` gives it; tasks without one are left out."""
+    from bertpipe.tasks.finetune import EXAMPLES, read_examples
+
+    out = {}
+    for parent in client.search_runs([exp_id], f"tags.`{tags.PARENT}` = '{pipeline_run}' and tags.`{tags.CHECKPOINT}` != ''"):
+        for run in client.search_runs([exp_id], f"tags.`{tags.PARENT}` = '{parent.info.run_id}'"):
+            stage = run.data.tags.get(tags.STAGE, "")
+            source = run.data.tags.get(tags.PRODUCED_BY) if run.data.tags.get(tags.CACHE_HIT) == "true" else None
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    client.download_artifacts(source or run.info.run_id, EXAMPLES, tmp)
+                except Exception:  # an output written before examples.json existed  # noqa: BLE001
+                    continue
+                if stage.startswith("finetune:") and (doc := read_examples(Path(tmp))) is not None:
+                    out[stage.partition(":")[2]] = doc
+    return out
 
 
 def metric_names(rows: list[dict[str, Any]]) -> list[str]:

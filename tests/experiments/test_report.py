@@ -143,3 +143,25 @@ def test_cli_rebuilds_a_shipped_sweeps_tables_from_its_csv(tmp_path, capsys):
     per_seed = [by[("embedding_fusion=concat", s)] - by[("embedding_fusion=sum", s)] for s in "123"]
     row = next(r for r in csv.DictReader(open(tmp_path / "differences.csv")) if r["metric"] == "final_mlm_loss")
     assert float(row["difference"]) == pytest.approx(statistics.mean(per_seed)) and row["method"] == "paired t"
+
+
+def _examples_doc(correct: list[int]) -> dict:
+    import numpy as np
+
+    return {"task": "classify", "eval_sha256": "same-file", "recipes": {"accuracy": ("mean", ("correct",))},
+            "per_seed": [{"seed": 1, "columns": {"correct": np.array(correct)}}]}
+
+
+def test_one_seed_a_side_is_bootstrapped_over_the_test_examples_when_they_were_logged(tmp_path):
+    from bertpipe.experiments.stats import compare_examples
+
+    a, b = _examples_doc([1, 0, 1, 1, 0, 1, 1, 1] * 25), _examples_doc([1, 0, 0, 1, 0, 1, 0, 1] * 25)
+    rows = [{"variant": "a", "seed": 1, "run_id": "r1", "status": "FINISHED", "metrics": {"ff_accuracy": 0.75},
+             "examples": {"ff": a}},
+            {"variant": "b", "seed": 1, "run_id": "r2", "status": "FINISHED", "metrics": {"ff_accuracy": 0.5}, "examples": {"ff": b}}]
+    data = SweepRuns("exp", "sweep1", "demo", "", rows, {"r1": [], "r2": []}, {})
+    md = write_sweep_report(data, tmp_path)["markdown"].read_text()
+    expected = compare_examples(b, a, "accuracy")
+    assert expected.method == "paired bootstrap" and expected.distinguishable  # 50 of 200 examples flipped
+    line = next(x for x in md.splitlines() if x.startswith("| b | paired bootstrap"))
+    assert line.startswith("| b | paired bootstrap, 200 examples |") and f"{expected.low:+.3f}".replace("-", "−") in line

@@ -96,3 +96,34 @@ def test_a_corpus_directory_is_logged_as_the_files_ingest_reads(tmp_path):
     assert len(files) > 1
     assert dataset.digest == hashlib.sha256("".join(hash_file(f) for f in files).encode()).hexdigest()[:16]
     assert json.loads(dataset.profile) == {"files": len(files)} and json.loads(dataset.source) == {"uri": str(SAMPLE)}
+
+
+def test_a_sweeps_single_seed_fine_tunings_give_back_their_examples(store, tmp_path):
+    """``examples.json`` is logged with a fine-tuning's run and read back for a sweep whose variants ran
+    one seed each, from the run that built it when the fine-tuning was served from cache."""
+    import json
+
+    import numpy as np
+
+    from bertpipe.core.stage import StageResult
+    from bertpipe.tracking.sweeps import collect_sweep
+
+    uri, client = store
+    out = tmp_path / "ft"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    (out / "examples.json").write_text(json.dumps({"task": "classify", "eval_sha256": "x", "recipes": {"accuracy": ["mean", ["correct"]]},
+                                                   "per_seed": [{"seed": 1, "columns": {"correct": [1, 0, 1]}}]}))
+    result = StageResult(stage="finetune", fingerprint="f" * 16, path=out, manifest={"accuracy": 0.5}, cached=False)
+    sweep = PipelineRun(uri, "sw", "sweep", {tags.SWEEP: "true"}, {})
+    for variant, cached in (("a", False), ("b", True)):
+        pipe = PipelineRun(uri, "sw", variant, {tags.VARIANT: variant, tags.SEED: "1"}, {}, sweep.run_id)
+        ft = PipelineRun(uri, "sw", "finetune", {tags.CHECKPOINT: "ckpt"}, {}, pipe.run_id)
+        child = ft.open_stage("finetune:ff", result.fingerprint, {})
+        ft.close_stage(child, result, cached=cached)
+        ft.finish(True)
+        pipe.finish(True)
+    sweep.finish(True)
+    data = collect_sweep(client, "sw", sweep.run_id)
+    for row in data.rows:
+        np.testing.assert_array_equal(row["examples"]["ff"]["per_seed"][0]["columns"]["correct"], [1, 0, 1])
