@@ -7,12 +7,22 @@ plain loop over ``transformers``' ``BertFor{SequenceClassification,TokenClassifi
 QuestionAnswering}`` with ``torch.optim.AdamW`` and the same linear warmup/decay. Both see
 the same tokenized arrays and batches (``bertpipe.tasks.finetune.prepare``, ``batches``) and
 take the task's loss and scoring (its ``TaskSpec``), so the comparison isolates model and
-training. Figures: the eval metric of each and the wall
-time. The last line is one JSON object. ``transformers`` is a dev dependency.
+training. Figures: the eval metric of each and the wall time of training plus predicting
+the eval set (tokenization, done once for both, is not timed). The last line is one JSON object.
+``transformers`` is a dev dependency.
+
+Equal precision: ``--precision fp32`` (default), ``bf16`` (bf16 autocast for the forward and
+the loss on both sides, as ``FinetuneConfig.precision="bf16"`` does for ours) or both. Ours is
+``bertpipe.tasks.finetune`` as it runs (fused AdamW, unpadded layers, the CPU attention path;
+``bertpipe.model.kernels``); theirs is the loop a user writes: ``torch.optim.AdamW`` as torch
+builds it by default, the model as ``from_pretrained`` loads it (SDPA attention).
+``--train-rows N`` trains both sides on N seeded random training rows (QA: windows) for
+development runs; ``--profile`` adds each side's operator time by kind for a few steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -23,9 +33,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from bertpipe.bench.profile import profile_step
 from bertpipe.experiments.stats import Difference, compare_examples, compare_seeds, format_difference
 from bertpipe.tasks.config import FinetuneConfig
-from bertpipe.tasks.finetune import TaskData, batches, finetune, finetune_stage, model_inputs, prepare, read_examples
+from bertpipe.tasks.finetune import (PREDICT_BATCH, TaskData, autocast, batches, build_model, finetune, finetune_stage, fit,
+                                     model_inputs, optimizer, predict, prepare, read_examples, train_step, train_steps)
 from bertpipe.tasks.heads import SpanLogits
 from bertpipe.tasks.specs import SPAN_PAD, Prediction, concat_outputs, spec_for
 from bertpipe.train.optim import OptimConfig, build_scheduler
@@ -59,6 +71,7 @@ def _hf_model(task: str, hf_dir: Path, n_labels: int):
     cls = {"classify": transformers.BertForSequenceClassification, "pair": transformers.BertForSequenceClassification,
            "tag": transformers.BertForTokenClassification, "qa": transformers.BertForQuestionAnswering}[task]
     kw = {} if task == "qa" else {"num_labels": n_labels}
+    transformers.logging.set_verbosity_error()  # not the table of newly initialized head weights, every run
     return cls.from_pretrained(str(hf_dir), **kw)
 
 
@@ -72,42 +85,95 @@ def _as_ours(out, padding: torch.Tensor | None = None):
     return SpanLogits(start=out.start_logits.masked_fill(padding, SPAN_PAD), end=out.end_logits.masked_fill(padding, SPAN_PAD))
 
 
-def _hf_run(cfg: FinetuneConfig, hf_dir: Path, task: TaskData, n_labels: int, seed: int) -> Prediction:
-    """transformers' model for the task trained on ``task.train`` as ``fit`` trains ours (same
-    batches, loss, clipping and schedule; torch's AdamW); its predictions on ``task.eval``."""
-    spec, cpu = spec_for(cfg), torch.device("cpu")
+def _hf_setup(cfg: FinetuneConfig, hf_dir: Path, n_labels: int, seed: int, steps: int):
+    """transformers' model for the task, torch's AdamW (its default implementation, as a plain
+    loop gets it) over the same groups, and the same schedule as ours."""
     torch.manual_seed(seed)
     model = _hf_model(cfg.task, hf_dir, n_labels).train()
-    n = len(task.train["input_ids"])
-    steps = max(1, int(np.ceil(cfg.epochs * np.ceil(n / cfg.batch_size))))
     decay = [p for k, p in model.named_parameters() if not ("bias" in k or "LayerNorm" in k)]
     no_decay = [p for k, p in model.named_parameters() if "bias" in k or "LayerNorm" in k]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=cfg.lr, eps=1e-8)
-    sched = build_scheduler(opt, OptimConfig(optimizer="adamw", lr=cfg.lr, warmup_ratio=cfg.warmup_ratio), steps)
+    return model, opt, build_scheduler(opt, OptimConfig(optimizer="adamw", lr=cfg.lr, warmup_ratio=cfg.warmup_ratio), steps)
+
+
+def _hf_step(cfg: FinetuneConfig, model, opt, sched, b) -> None:
+    """The plain loop's update: the task's loss on transformers' outputs (under bf16 autocast for
+    ``precision="bf16"``, as ours), clipping at 1.0, AdamW, schedule."""
+    with autocast(cfg, b["input_ids"].device):
+        loss = spec_for(cfg).loss(_as_ours(model(**model_inputs(b))), b)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _hf_run(cfg: FinetuneConfig, hf_dir: Path, task: TaskData, n_labels: int, seed: int) -> Prediction:
+    """transformers' model for the task trained on ``task.train`` as ``fit`` trains ours (same
+    batches, loss, clipping, schedule and precision); its predictions on ``task.eval``."""
+    spec, cpu = spec_for(cfg), torch.device("cpu")
+    n = len(task.train["input_ids"])
+    steps = train_steps(cfg, n)
+    model, opt, sched = _hf_setup(cfg, hf_dir, n_labels, seed, steps)
     rng, step = np.random.default_rng(seed), 0
     while step < steps:
         for b in batches(task.train, rng.permutation(n), cfg.batch_size, cpu):
-            loss = spec.loss(_as_ours(model(**model_inputs(b))), b)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            _hf_step(cfg, model, opt, sched, b)
             step += 1
             if step >= steps:
                 break
     model.eval()
     outs, width = [], task.eval["input_ids"].shape[1]
     with torch.no_grad():
-        for b in batches(task.eval, np.arange(len(task.eval["input_ids"])), 64, cpu):
-            outs.append(spec.collect(_as_ours(model(**model_inputs(b)), b["attention_mask"] == 0), width))
+        for b in batches(task.eval, np.arange(len(task.eval["input_ids"])), PREDICT_BATCH, cpu):
+            with autocast(cfg, cpu):
+                out = model(**model_inputs(b))
+            outs.append(spec.collect(_as_ours(out, b["attention_mask"] == 0), width))
     return concat_outputs(outs)
 
 
+def _ours_run(cfg: FinetuneConfig, ckpt: Path, task: TaskData, n_labels: int, seed: int) -> Prediction:
+    """What ``finetune`` does for one seed, on the same arrays: build, ``fit``, ``predict``."""
+    cpu = torch.device("cpu")
+    model = build_model(cfg, ckpt, n_labels, seed)
+    fit(cfg, model, task.train, seed, cpu)
+    return predict(cfg, model, task.eval, cpu)
+
+
+def _subset(task: TaskData, rows: int | None, seed: int) -> TaskData:
+    """``task`` with ``rows`` of its training rows (QA: windows) drawn at random (seeded); the eval set whole."""
+    n = len(task.train["input_ids"])
+    if not rows or rows >= n:
+        return task
+    keep = np.sort(np.random.default_rng(seed).choice(n, size=rows, replace=False))
+    return dataclasses.replace(task, train={k: v[keep] for k, v in task.train.items()})
+
+
+def _profile(cfg: FinetuneConfig, ckpt: Path, hf_dir: Path, task: TaskData, n_labels: int, seed: int) -> dict:
+    """Operator time by kind of work over a few training steps of each side (same batches)."""
+    n, cpu = len(task.train["input_ids"]), torch.device("cpu")
+    rows = np.random.default_rng(seed).permutation(n)
+    batch_list = list(batches(task.train, rows[: 6 * cfg.batch_size], cfg.batch_size, cpu))
+    ours = build_model(cfg, ckpt, n_labels, seed).train()
+    opt, sched = optimizer(cfg, ours, 100)
+    hf_model, hf_opt, hf_sched = _hf_setup(cfg, hf_dir, n_labels, seed, 100)
+    it_ours, it_hf = iter(batch_list), iter(batch_list)
+    out = {}
+    for side, step in (("ours", lambda: train_step(cfg, ours, opt, sched, next(it_ours))),
+                       ("transformers", lambda: _hf_step(cfg, hf_model, hf_opt, hf_sched, next(it_hf)))):
+        prof = profile_step(step, steps=4, warmup=2)
+        print(prof.format(f"  {side} {cfg.precision}, one training step"), flush=True)
+        out[side] = {"ms_per_step": round(prof.total, 1), "shares": prof.shares()}
+    return out
+
+
 def bench_finetune(work: Path, tasks: list[str] | None = None, epochs: float | None = None, lr: float | None = None,
-                   batch_size: int | None = None, seed: int = 0) -> dict:
-    """Each task fine-tuned by us and by transformers; ``epochs``/``lr``/``batch_size`` override SUITE's."""
+                   batch_size: int | None = None, seed: int = 0, precisions: tuple[str, ...] = ("fp32",),
+                   train_rows: int | None = None, profile: bool = False) -> dict:
+    """Each task fine-tuned by us and by transformers at each precision (``fp32``; ``bf16``:
+    autocast on both sides); ``epochs``/``lr``/``batch_size`` override SUITE's, ``train_rows``
+    trains both on that many training rows (development runs; eval sets stay whole)."""
     from bertpipe.model.hf import import_hf
 
     if not SHARED.is_dir():
@@ -120,23 +186,29 @@ def bench_finetune(work: Path, tasks: list[str] | None = None, epochs: float | N
     for name in tasks or list(SUITE):
         task, train_rel, eval_rel, extra = SUITE[name]
         given = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size}.items() if v is not None}
-        cfg = FinetuneConfig(task=task, seeds=[seed], **(extra | given))
-        t0 = time.perf_counter()
-        ours = finetune(cfg, ckpt, SHARED / train_rel, SHARED / eval_rel, work / name)
-        t_ours = time.perf_counter() - t0
-        cached = t_ours < 0.5 * ours["train_seconds"]  # served from the fine-tuning cache: report its recorded time
-        t_ours = max(t_ours, ours["train_seconds"])
-        spec, data = spec_for(cfg), prepare(cfg, ckpt, SHARED / train_rel, SHARED / eval_rel)
-        t0 = time.perf_counter()
-        pred = _hf_run(cfg, hf_dir, data, spec.n_outputs(data.labels), seed)
-        hf_scores = spec.score(cfg, pred, data.eval, data.eval_examples, data.labels)
-        t_hf = time.perf_counter() - t0
-        metric = ours["main_metric"]
-        result[name] = {"metric": metric, "ours": round(ours[metric], 4), "transformers": round(hf_scores[metric], 4),
-                        "ours_seconds": round(t_ours), "ours_cached": cached, "transformers_seconds": round(t_hf),
-                        "settings": {k: getattr(cfg, k) for k in ("lr", "epochs", "batch_size", "max_seq_length")}}
-        print(f"{name:18s} {metric:12s} ours {ours[metric]:.4f} ({t_ours:.0f} s{', cached' if cached else ''})   transformers {hf_scores[metric]:.4f} ({t_hf:.0f} s)"
-              f"   [lr {cfg.lr:g}, {cfg.epochs:g} epochs, batch {cfg.batch_size}, length {cfg.max_seq_length}]", flush=True)
+        base = FinetuneConfig(task=task, seeds=[seed], **(extra | given))
+        spec, data = spec_for(base), _subset(prepare(base, ckpt, SHARED / train_rel, SHARED / eval_rel), train_rows, seed)
+        n_labels, result[name] = spec.n_outputs(data.labels), {}
+        for precision in precisions:
+            cfg = base.model_copy(update={"precision": precision})
+            t0 = time.perf_counter()
+            ours = spec.score(cfg, _ours_run(cfg, ckpt, data, n_labels, seed), data.eval, data.eval_examples, data.labels)
+            t_ours = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            hf = spec.score(cfg, _hf_run(cfg, hf_dir, data, n_labels, seed), data.eval, data.eval_examples, data.labels)
+            t_hf = time.perf_counter() - t0
+            metric = spec.main_metric
+            row = {"metric": metric, "ours": round(ours[metric], 4), "transformers": round(hf[metric], 4),
+                   "ours_seconds": round(t_ours, 1), "transformers_seconds": round(t_hf, 1), "speedup": round(t_hf / t_ours, 2),
+                   "train_rows": len(data.train["input_ids"]),
+                   "settings": {k: getattr(cfg, k) for k in ("lr", "epochs", "batch_size", "max_seq_length")}}
+            print(f"{name:18s} {precision:5s} {metric:10s} ours {ours[metric]:.4f} ({t_ours:.0f} s)   transformers "
+                  f"{hf[metric]:.4f} ({t_hf:.0f} s)   {row['speedup']:.2f}x   [lr {cfg.lr:g}, {cfg.epochs:g} epochs, batch "
+                  f"{cfg.batch_size}, length {cfg.max_seq_length}, {row['train_rows']} training rows]", flush=True)
+            if profile:
+                row["profile"] = _profile(cfg, ckpt, hf_dir, data, n_labels, seed)
+            result[name][precision] = row
+    work.mkdir(parents=True, exist_ok=True)
     (work / "bench-finetune.json").write_text(json.dumps(result, indent=2))
     return result | {"seed": seed, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
 

@@ -16,6 +16,12 @@ ours and transformers, bf16 for our autocast run). transformers' MFU uses the sa
 FLOPs: its decoder at the 108 unmasked positions is work the objective does not need; its
 hardware FLOPs utilization (``hfu_hf``, decoder at all 128 positions) is given beside.
 
+Our step is what pretraining runs: ``build_optimizer``'s AdamW (torch's fused kernel), the
+blockwise MLM cross-entropy on the head's logits (``bertpipe.model.kernels``), and the process
+keeps freed memory in its heap (``bertpipe.train.hostmem``; that applies to the transformers
+step too, which shares the process). ``--profile`` adds, for our fp32 and bf16 steps, the
+share of operator time by kind of work (``bertpipe.bench.profile``), in the JSON too.
+
 ``transformers`` is a dev dependency: the script says so and skips the comparison when it is
 absent. The last printed line is one JSON object.
 """
@@ -28,8 +34,11 @@ from contextlib import nullcontext
 
 import torch
 
+from bertpipe.bench.profile import profile_step
 from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
 from bertpipe.train.flops import flops_per_token, model_peak, train_flops
+from bertpipe.train.hostmem import keep_freed_memory
+from bertpipe.train.optim import OptimConfig, build_optimizer
 
 SEQ, BATCH, PREDS = 128, 32, 20
 
@@ -61,7 +70,7 @@ def _time_steps(step, steps: int, device: torch.device) -> tuple[float, float]:
 def _ours_step(cfg: BertConfig, device: torch.device, precision: str, batch: int = BATCH):
     torch.manual_seed(0)
     model = BertForPreTraining(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = build_optimizer(model, OptimConfig(optimizer="adamw", lr=1e-4))
     b = _batch(cfg.vocab_size, device, batch)
     dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
 
@@ -69,7 +78,7 @@ def _ours_step(cfg: BertConfig, device: torch.device, precision: str, batch: int
         ctx = torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
         with ctx:
             out = model(b["ids"], b["types"], b["mask"], masked_positions=b["positions"])
-            loss = pretraining_loss(out.mlm_logits.float(), out.nsp_logits.float(), b["labels"], b["nsp"]).loss
+        loss = pretraining_loss(out.mlm_logits, out.nsp_logits, b["labels"], b["nsp"]).loss  # as the training loop
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -97,7 +106,8 @@ def _hf_step(cfg: BertConfig, device: torch.device):
     return step
 
 
-def bench_train(steps: int = 8, repeats: int = 3) -> dict:
+def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False) -> dict:
+    keep_freed_memory()
     device = torch.device("cpu")
     cfg = BertConfig(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
     tokens = BATCH * SEQ
@@ -139,6 +149,11 @@ def bench_train(steps: int = 8, repeats: int = 3) -> dict:
         print(f"ours / transformers: {result['ratio_vs_hf']:.2f}x fp32, {result['bf16_ratio_vs_hf']:.2f}x with bf16 autocast "
               f"(tokens/s); MFU {result['mfu_ratio_vs_hf']:.2f}x fp32, {result['bf16_mfu_ratio_vs_hf']:.2f}x bf16 "
               f"(transformers' hardware FLOPs utilization, decoder at every position: {hfu:.1%})")
+    if profile:
+        for name, step in (("fp32", ours32), ("bf16", ours16)):
+            prof = profile_step(step)
+            print(prof.format(f"ours {name}, profiled"))
+            result[f"profile_{name}"] = prof.shares()
     if torch.cuda.is_available():
         result |= _bench_cuda_base()
     return result

@@ -104,7 +104,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def _cmd_bench_train(args: argparse.Namespace) -> None:
     from bertpipe.bench.train import bench_train
 
-    print(json.dumps(bench_train(steps=args.steps, repeats=args.repeats)))
+    print(json.dumps(bench_train(steps=args.steps, repeats=args.repeats, profile=args.profile)))
 
 
 def _cmd_bench_gpu(args: argparse.Namespace) -> None:
@@ -137,7 +137,9 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
 def _cmd_bench_finetune(args: argparse.Namespace) -> None:
     from bertpipe.bench.finetune import bench_finetune
 
-    print(json.dumps(bench_finetune(args.work, args.tasks, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)))
+    precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
+    print(json.dumps(bench_finetune(args.work, args.tasks, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                    precisions=precisions, train_rows=args.train_rows, profile=args.profile)))
 
 
 def _cmd_bench_features(args: argparse.Namespace) -> None:
@@ -316,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("train", help="training tokens/s: ours vs transformers.BertForPreTraining at one config")
     p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
+    p.add_argument("--profile", action="store_true", help="also: our steps' operator time by kind of work (torch.profiler)")
     p.set_defaults(func=_cmd_bench_train)
     p = bsub.add_parser("gpu", help="the GPU check: BERT-Base/Large seq/s and MFU, 200-step pretraining, compile, torchrun "
                         "(tiny sizes on CPU); writes one JSON")
@@ -356,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=float, default=None, help="override every task's epochs (default: per task)")
     p.add_argument("--lr", type=float, default=None, help="override every task's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
+    p.add_argument("--precision", choices=["fp32", "bf16", "both"], default="fp32",
+                   help="both sides in fp32, or both under bf16 autocast, or each of the two")
+    p.add_argument("--train-rows", type=int, default=None, help="train on this many seeded random rows (default: all)")
+    p.add_argument("--profile", action="store_true", help="also: operator time by kind for a few steps of each side")
     p.set_defaults(func=_cmd_bench_finetune)
     p = bsub.add_parser("init", help="a checkpoint vs random init of its architecture on the 4 shared tasks, over seeds")
     p.add_argument("checkpoint", type=Path, help="bertpipe checkpoint directory (e.g. RUN/final)")

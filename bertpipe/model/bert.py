@@ -1,10 +1,9 @@
 """BERT in one file: config, encoder, pretraining heads and loss.
 
 Purpose
-    A plain PyTorch re-implementation of BERT (Devlin et al., 2018) that pretrains on a CPU in
-    reasonable time and exchanges weights 1:1 with Hugging Face checkpoints (see ``hf.py``).
-    Module and parameter names deliberately copy HF's ``BertForPreTraining`` so that a HF state
-    dict maps onto ours without a renaming table (``bert.encoder.layer.3.attention.self.query``).
+    A plain PyTorch BERT (Devlin et al., 2018) that pretrains on a CPU in reasonable time and
+    exchanges weights 1:1 with Hugging Face checkpoints (``hf.py``): module and parameter names
+    copy HF's ``BertForPreTraining`` (``bert.encoder.layer.3.attention.self.query``).
 
 Architecture (as in the paper and google-research/bert)
     embeddings: token + segment + position, LayerNorm, dropout
@@ -13,18 +12,19 @@ Architecture (as in the paper and google-research/bert)
     MLM head:   Linear-GELU-LN, then a decoder tied to the word embeddings plus a per-token bias
 
 Trade-offs and choices
-    * Attention uses ``F.scaled_dot_product_attention`` (fused kernels on CPU and GPU) with a
-      boolean mask; rows that are fully masked give zeros there instead of NaN.
-    * The MLM head runs only at the masked positions (``masked_positions``): ~15% of tokens, so
-      the (H x V) decoder matmul, the biggest single cost at small H, shrinks ~6x. Pass
-      ``masked_positions=None`` to score every position (slower, same numbers).
+    * Speed (``kernels.py``, same math): attention is ``F.scaled_dot_product_attention`` with a
+      boolean mask, or plain products for bf16 training on a CPU (2-3x faster there); q, k, v
+      come from one product; training on a padded batch runs the per-token layers on its real
+      tokens only (``Unpadded``); the MLM loss is a blockwise cross-entropy without an fp32
+      copy of the (N, V) logits.
+    * The MLM head runs only at the masked positions (``masked_positions``; None: every
+      position, same numbers): ~15% of tokens, so the (H x V) decoder matmul shrinks ~6x.
     * The decoder is not a module: logits are ``F.linear(h, word_embeddings.weight, bias)``, so
       the tied weight exists once in the state dict and in ``num_parameters()``.
     * GELU is the exact erf form (HF ``hidden_act="gelu"``), not the tanh approximation.
-    * Two ablation switches, both off by default (= BERT):
-        ``embedding_fusion="concat"`` concatenates token/segment/position embeddings and projects
-        3H -> H with a Linear, to test empirically why summing them is enough;
-        ``causal=True`` gives a left-to-right encoder (the paper's "LTR & No NSP" ablation).
+    * Two ablation switches, both off by default (= BERT): ``embedding_fusion="concat"``
+      concatenates the three embeddings and projects 3H -> H (is summing them enough?);
+      ``causal=True`` gives a left-to-right encoder (the paper's "LTR & No NSP" ablation).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
+
+from bertpipe.model.kernels import Unpadded, attention, dropout, mlm_cross_entropy
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -143,17 +145,19 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(H, H)
         self.dropout_p = cfg.attention_probs_dropout_prob
 
-    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
-        B, T, H = x.shape
-        A, d = self.n_head, H // self.n_head
-        q = self.query(x).view(B, T, A, d).transpose(1, 2)  # (B, A, T, d)
-        k = self.key(x).view(B, T, A, d).transpose(1, 2)  # (B, A, T, d)
-        v = self.value(x).view(B, T, A, d).transpose(1, 2)  # (B, A, T, d)
-        y = F.scaled_dot_product_attention(  # softmax(q k^T / sqrt(d) + mask) v
-            q, k, v, attn_mask=mask, is_causal=is_causal,
-            dropout_p=self.dropout_p if self.training else 0.0,
-        )  # (B, A, T, d)
-        return y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, pad: Unpadded | None) -> Tensor:
+        # x: (B, T, H), or the (N, H) real tokens when pad is given (and then so is the output)
+        # q, k and v in one product (one cast of x under autocast, one larger matmul)
+        w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
+        b = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
+        qkv = F.linear(x, w, b)  # (B, T, 3H) or (N, 3H)
+        qkv = qkv if pad is None else pad.scatter(qkv)  # (B, T, 3H)
+        (B, T, H3), A = qkv.shape, self.n_head
+        q, k, v = qkv.view(B, T, 3, A, H3 // (3 * A)).permute(2, 0, 3, 1, 4)  # 3 x (B, A, T, d)
+        dropout_p = self.dropout_p if self.training else 0.0
+        y = attention(q, k, v, mask, is_causal, dropout_p)  # softmax(q k^T / sqrt(d) + mask) v: (B, A, T, d)
+        y = y.transpose(1, 2).reshape(B, T, H3 // 3)  # (B, T, H)
+        return y if pad is None else pad.gather(y)
 
 
 class BertSelfOutput(nn.Module):
@@ -165,8 +169,8 @@ class BertSelfOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, y: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(residual + self.dropout(self.dense(y)))  # (B, T, H)
+    def forward(self, y: Tensor, residual: Tensor, pad: Unpadded | None) -> Tensor:
+        return self.LayerNorm(residual + dropout(self.dropout, self.dense(y), pad))  # (B, T, H) or (N, H)
 
 
 class BertAttention(nn.Module):
@@ -175,8 +179,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(cfg)
         self.output = BertSelfOutput(cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
-        return self.output(self.self(x, mask, is_causal), x)  # (B, T, H)
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, pad: Unpadded | None) -> Tensor:
+        return self.output(self.self(x, mask, is_causal, pad), x, pad)  # (B, T, H) or (N, H)
 
 
 class BertIntermediate(nn.Module):
@@ -195,8 +199,8 @@ class BertOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, h: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(residual + self.dropout(self.dense(h)))  # (B, T, H)
+    def forward(self, h: Tensor, residual: Tensor, pad: Unpadded | None) -> Tensor:
+        return self.LayerNorm(residual + dropout(self.dropout, self.dense(h), pad))  # (B, T, H) or (N, H)
 
 
 class BertLayer(nn.Module):
@@ -208,9 +212,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(cfg)
         self.output = BertOutput(cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
-        x = self.attention(x, mask, is_causal)  # (B, T, H)
-        return self.output(self.intermediate(x), x)  # (B, T, H)
+    def forward(self, x: Tensor, mask: Tensor | None, is_causal: bool, pad: Unpadded | None = None) -> Tensor:
+        x = self.attention(x, mask, is_causal, pad)  # (B, T, H), or (N, H) real tokens with pad
+        return self.output(self.intermediate(x), x, pad)  # like x
 
 
 class BertEncoder(nn.Module):
@@ -275,16 +279,17 @@ class BertModel(nn.Module):
         if attention_mask is not None:
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): True = may attend
             if self.config.causal:
-                tril = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
-                mask = mask & tril  # (B, 1, T, T)
+                mask = mask & torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()  # (B, 1, T, T)
         elif self.config.causal:
             is_causal = True  # SDPA's built-in lower-triangular mask
 
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        hidden_states = [x]
+        hidden_states, pad = [x], Unpadded.of(attention_mask)  # pad: training skips the padding
+        x = x if pad is None else pad.gather(x)  # (B, T, H) or (N, H)
         for layer in self.encoder.layer:
-            x = layer(x, mask, is_causal)  # (B, T, H)
-            hidden_states.append(x)
+            x = layer(x, mask, is_causal, pad)
+            hidden_states.append(x if pad is None or not output_hidden_states else pad.scatter(x))
+        x = x if pad is None else pad.scatter(x)  # (B, T, H), zeros at the padding when unpadded
         pooled = self.pooler(x)  # (B, H)
         return BertModelOutput(x, pooled, tuple(hidden_states) if output_hidden_states else None)
 
@@ -350,9 +355,7 @@ class BertForPreTraining(nn.Module):
         masked_positions: Tensor | None = None,  # (B, P) indices into T; padding entries may be 0
         output_hidden_states: bool = False,
     ) -> PreTrainingOutput:
-        h, pooled, hidden_states = self.bert(
-            input_ids, token_type_ids, attention_mask, output_hidden_states
-        )  # (B, T, H), (B, H)
+        h, pooled, hidden_states = self.bert(input_ids, token_type_ids, attention_mask, output_hidden_states)  # (B, T, H), (B, H)
         if masked_positions is not None:
             idx = masked_positions[..., None].expand(-1, -1, h.shape[-1])  # (B, P, H)
             h = torch.gather(h, 1, idx)  # (B, P, H): only the tokens MLM must predict
@@ -383,15 +386,11 @@ def pretraining_loss(
     The MLM mean is over all real predictions of the batch (not per sequence first), as in
     the reference code. A batch without any real prediction gives an MLM loss of 0.
     """
-    logits = mlm_logits.reshape(-1, mlm_logits.shape[-1]).float()  # (B*P, V)
+    logits = mlm_logits.reshape(-1, mlm_logits.shape[-1])  # (B*P, V), any float dtype
     labels = mlm_labels.reshape(-1)  # (B*P,)
-    real = labels != -100
-    n_real = real.sum()
-    mlm_sum = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
-    mlm_loss = mlm_sum / n_real.clamp(min=1)
-    with torch.no_grad():
-        correct = ((logits.argmax(-1) == labels) & real).sum()
-        mlm_accuracy = correct / n_real.clamp(min=1)
+    n_real = (labels != -100).sum().clamp(min=1)
+    mlm_sum, argmax = mlm_cross_entropy(logits, labels)  # = F.cross_entropy(logits.float(), labels, reduction="sum")
+    mlm_loss, mlm_accuracy = mlm_sum / n_real, (argmax == labels).sum() / n_real  # labels -100 never equal an argmax
     nsp_loss = None
     if nsp_labels is not None:
         nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels.reshape(-1))  # mean over B

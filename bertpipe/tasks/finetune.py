@@ -51,6 +51,7 @@ from bertpipe.tasks import heads
 from bertpipe.tasks.config import EvalTask, FinetuneConfig, Task  # noqa: F401  (EvalTask, Task: re-exported)
 from bertpipe.tasks.data import label_vocab
 from bertpipe.tasks.specs import Arrays, Batch, Prediction, concat_outputs, spec_for
+from bertpipe.train.hostmem import keep_freed_memory
 from bertpipe.train.optim import OptimConfig, build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -148,27 +149,38 @@ def train_steps(cfg: FinetuneConfig, n_examples: int) -> int:
     return max(1, math.ceil(cfg.epochs * math.ceil(n_examples / cfg.batch_size)))
 
 
+def optimizer(cfg: FinetuneConfig, model: torch.nn.Module, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with bias correction (torch's fused kernel), linear warmup and decay over ``steps``."""
+    ocfg = OptimConfig(optimizer="adamw", lr=cfg.lr, eps=1e-8, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio)
+    opt = build_optimizer(model, ocfg)
+    return opt, build_scheduler(opt, ocfg, steps)
+
+
+def train_step(cfg: FinetuneConfig, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, b: Batch) -> torch.Tensor:
+    """One update on the batch ``b`` (gradient norm clipped at 1.0); returns its loss."""
+    with autocast(cfg, b["input_ids"].device):
+        loss = spec_for(cfg).loss(model(**model_inputs(b)), b)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def fit(cfg: FinetuneConfig, model: torch.nn.Module, train: Arrays, seed: int, device: torch.device,
         on_step: Callable[[int], None] | None = None) -> list[float]:
     """Train ``model`` in place for ``cfg.epochs`` (the rows reshuffled each epoch with ``seed``);
     the loss of every step. ``on_step(steps_done)`` is called after each step."""
-    spec, n = spec_for(cfg), len(train["input_ids"])
+    n = len(train["input_ids"])
     steps = train_steps(cfg, n)
-    ocfg = OptimConfig(optimizer="adamw", lr=cfg.lr, eps=1e-8, weight_decay=cfg.weight_decay,
-                       warmup_ratio=cfg.warmup_ratio, clip_norm=1.0)
-    opt, model = build_optimizer(model, ocfg), model.to(device).train()
-    sched = build_scheduler(opt, ocfg, steps)
+    keep_freed_memory()  # as pretraining: no page faults for the step's buffers
+    model = model.to(device).train()
+    opt, sched = optimizer(cfg, model, steps)
     rng, losses = np.random.default_rng(seed), []
     while len(losses) < steps:
         for b in batches(train, rng.permutation(n), cfg.batch_size, device):
-            with autocast(cfg, device):
-                loss = spec.loss(model(**model_inputs(b)), b)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), ocfg.clip_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(train_step(cfg, model, opt, sched, b).item())
             if on_step is not None:
                 on_step(len(losses))
             if len(losses) >= steps:

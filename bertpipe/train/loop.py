@@ -58,6 +58,7 @@ from bertpipe.model import hf
 from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
 from bertpipe.train.flops import model_peak, peak_dtype, train_flops
+from bertpipe.train.hostmem import keep_freed_memory
 from bertpipe.train.optim import build_optimizer, build_scheduler
 from bertpipe.train.runstate import capture_rng, restore_rng
 
@@ -91,6 +92,7 @@ def pretrain(shards_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, s
     ends this call after that step with a checkpoint, as SIGTERM would. Under torchrun the
     process group is created here from the environment (NCCL on CUDA, gloo on CPU).
     """
+    keep_freed_memory()  # no page faults for the step's large buffers, every step
     own_pg = not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     if own_pg:

@@ -158,7 +158,7 @@ def test_adamw_config_matches_independent_torch_adamw():
     cfg = OptimConfig(optimizer="adamw", lr=3e-3, weight_decay=0.1)
     model_a, model_b = _model(), _model()
     opt_a = build_optimizer(model_a, cfg)
-    assert type(opt_a) is torch.optim.AdamW
+    assert type(opt_a) is torch.optim.AdamW and opt_a.defaults["fused"]
     # Groups written out by hand, not via param_groups.
     no_decay = {"dense.bias", "LayerNorm.weight", "LayerNorm.bias", "out.bias"}
     named = list(model_b.named_parameters())
@@ -170,6 +170,7 @@ def test_adamw_config_matches_independent_torch_adamw():
         lr=3e-3,
         betas=(0.9, 0.999),
         eps=1e-6,
+        fused=True,
     )
     batches = _batches(15)
     _run(model_a, opt_a, batches)
@@ -177,6 +178,19 @@ def test_adamw_config_matches_independent_torch_adamw():
     for (n, pa), pb in zip(model_a.named_parameters(), model_b.parameters()):
         assert torch.equal(pa, pb), n
     assert not torch.equal(model_a.dense.weight, _model().dense.weight)
+
+
+def test_fused_adamw_equals_the_default_implementation_to_rounding():
+    # build_optimizer takes torch's fused AdamW for speed; the for-loop implementation (what
+    # AdamW runs on a CPU by default) gives the same weights up to float32 rounding.
+    cfg = OptimConfig(optimizer="adamw", lr=3e-3, weight_decay=0.1)
+    fused, plain = _model(), _model()
+    opt_plain = torch.optim.AdamW(param_groups(plain, 0.1), lr=3e-3, betas=(0.9, 0.999), eps=1e-6, foreach=False)
+    batches = _batches(30)
+    _run(fused, build_optimizer(fused, cfg), batches)
+    _run(plain, opt_plain, batches)
+    for (n, pa), pb in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6, msg=n)
 
 
 def test_lamb_matches_numpy_reference():
