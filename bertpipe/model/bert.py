@@ -284,7 +284,8 @@ class BertModel(nn.Module):
             is_causal = True  # SDPA's built-in lower-triangular mask
 
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        hidden_states, pad = [x], Unpadded.of(attention_mask)  # pad: training skips the padding
+        # pad: training skips the padding (outputs there are zeros); eval computes it as HF does
+        hidden_states, pad = [x], Unpadded.of(attention_mask) if self.training else None
         x = x if pad is None else pad.gather(x)  # (B, T, H) or (N, H)
         for layer in self.encoder.layer:
             x = layer(x, mask, is_causal, pad)

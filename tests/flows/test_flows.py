@@ -327,7 +327,7 @@ def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_pa
     assert set(kids) == {"finetune:finefoods"}
     run = client.get_run(kids["finetune:finefoods"]["run_id"])
     assert run.data.metrics["accuracy"] == parent.data.metrics["finefoods_accuracy"]
-    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json"}  # the model is MLflow's logged model
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"metrics.json", "examples.json"}  # the model: MLflow's logged model
     assert run.data.tags["bertpipe.cache_hit"] == "false"
 
     # the fine-tuned model is a registered MLflow model that answers raw text as the evaluation did

@@ -85,6 +85,19 @@ def test_padding_is_masked(causal):
     torch.testing.assert_close(a[real], b[real], rtol=0, atol=1e-6)  # ...real ones did not
 
 
+def test_an_eval_model_gives_the_same_outputs_with_or_without_gradients():
+    """Only training skips the padding; evaluation computes every position as HF does, whether or
+    not gradients are on (a registered model predicts under no_grad, a user may not)."""
+    torch.manual_seed(0)
+    model = BertModel(odd_config()).eval()
+    ids, types, mask = batch()
+    assert (mask == 0).any()
+    with torch.no_grad():
+        a = model(ids, types, mask).last_hidden_state
+    b = model(ids, types, mask).last_hidden_state
+    torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_causal_mask(with_mask):
     torch.manual_seed(0)
