@@ -23,6 +23,7 @@ development runs; ``--profile`` adds each side's operator time by kind for a few
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -158,7 +159,7 @@ def _profile(cfg: FinetuneConfig, ckpt: Path, hf_dir: Path, task: TaskData, n_la
     ours = build_model(cfg, ckpt, n_labels, seed).train()
     opt, sched = optimizer(cfg, ours, 100)
     hf_model, hf_opt, hf_sched = _hf_setup(cfg, hf_dir, n_labels, seed, 100)
-    it_ours, it_hf = iter(batch_list), iter(batch_list)
+    it_ours, it_hf = itertools.cycle(batch_list), itertools.cycle(batch_list)
     out = {}
     for side, step in (("ours", lambda: train_step(cfg, ours, opt, sched, next(it_ours))),
                        ("transformers", lambda: _hf_step(cfg, hf_model, hf_opt, hf_sched, next(it_hf)))):
