@@ -50,7 +50,14 @@ from bertpipe.model.hf import load_config, load_state_dict
 from bertpipe.tasks import heads
 from bertpipe.tasks.config import EvalTask, FinetuneConfig, Task  # noqa: F401  (EvalTask, Task: re-exported)
 from bertpipe.tasks.data import label_vocab
-from bertpipe.tasks.specs import Arrays, Batch, Prediction, concat_outputs, spec_for
+from bertpipe.tasks.specs import (
+    Arrays,
+    Batch,
+    Prediction,
+    concat_outputs,
+    spec_for,
+    take_rows,
+)
 from bertpipe.train.hostmem import keep_freed_memory
 from bertpipe.train.optim import OptimConfig, build_optimizer, build_scheduler
 
@@ -190,15 +197,22 @@ def fit(cfg: FinetuneConfig, model: torch.nn.Module, train: Arrays, seed: int, d
 
 @torch.no_grad()
 def predict(cfg: FinetuneConfig, model: torch.nn.Module, data: Arrays, device: torch.device) -> Prediction:
-    """The model's outputs for every row of ``data``, as numpy arrays at the arrays' full width."""
+    """The model's outputs for every row of ``data`` in its order, as numpy arrays at the
+    arrays' full width.
+
+    Rows are run shortest first, so that a batch of similar lengths is cut to little more
+    than its rows (one long row no longer pads 63 short ones): 1.3-1.8x fewer token
+    positions on the four shared eval sets. The outputs are put back in the rows' order.
+    """
     spec, width = spec_for(cfg), data["input_ids"].shape[1]
     model.eval()
+    order = np.argsort(data["attention_mask"].sum(1), kind="stable")
     outs = []
-    for b in batches(data, np.arange(len(data["input_ids"])), PREDICT_BATCH, device):
+    for b in batches(data, order, PREDICT_BATCH, device):
         with autocast(cfg, device):
             out = model(**model_inputs(b))
         outs.append(spec.collect(out, width))
-    return concat_outputs(outs)
+    return take_rows(concat_outputs(outs), np.argsort(order))
 
 
 @dataclass

@@ -56,6 +56,13 @@ def concat_outputs(outs: Sequence[Prediction]) -> Prediction:
     return np.concatenate(outs)
 
 
+def take_rows(pred: Prediction, rows: np.ndarray) -> Prediction:
+    """The rows ``rows`` of a prediction, in that order."""
+    if isinstance(pred, SpanLogits):
+        return SpanLogits(start=pred.start[rows], end=pred.end[rows])
+    return pred[rows]
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What differs between task types (see the module docstring)."""
