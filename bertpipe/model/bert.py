@@ -132,7 +132,7 @@ class BertEmbeddings(nn.Module):
             x = tok + seg + pos  # (B, T, H)
         else:
             x = self.fusion(torch.cat([tok, seg, pos], dim=-1))  # (B, T, 3H) -> (B, T, H)
-        return self.dropout(self.LayerNorm(x))
+        return dropout(self.dropout, self.LayerNorm(x))  # (B, T, H)
 
 
 class BertSelfAttention(nn.Module):

@@ -26,11 +26,12 @@ def key_mask(B=3, T=19):
     return mask
 
 
-def test_plain_attention_is_used_only_for_reduced_precision_cpu_training():
+def test_plain_attention_is_used_only_for_cpu_training_in_reduced_precision_or_with_dropout():
     q, _, _ = qkv()
     assert use_plain_attention(q)
     assert not use_plain_attention(q.detach())  # inference: SDPA
-    assert not use_plain_attention(q.float())  # fp32: SDPA
+    assert not use_plain_attention(q.float())  # fp32 without dropout: SDPA's fused kernel
+    assert use_plain_attention(q.float(), dropout_p=0.1)  # with dropout SDPA would take its math path
     assert not use_plain_attention(qkv(T=kernels.PLAIN_MAX_LEN + 1)[0])  # long sequences: SDPA
 
 
@@ -56,20 +57,38 @@ def test_plain_attention_matches_sdpa_in_fp32_within_bf16_rounding(case):
         torch.testing.assert_close(a.grad.float(), b.grad, **BF16)
 
 
-def test_plain_attention_dropout_draws_what_sdpa_draws():
-    # With dropout SDPA takes its CPU math path; the plain path must drop the same probabilities.
-    q, k, v = qkv()
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_keep_mask_drops_at_the_rate_independently_and_from_the_seeded_generator(p):
+    torch.manual_seed(3)
+    keep = kernels.keep_mask((301, 1003), p)  # odd sizes: the three lanes per word do not divide them
+    assert keep.shape == (301, 1003) and keep.dtype == torch.bool
+    n, dropped = keep.numel(), (~keep).double()
+    assert abs(dropped.mean().item() - p) < 5 * (p * (1 - p) / n) ** 0.5  # 5 standard errors
+    # neighbours (the three lanes of one word, and the words after each other) are independent
+    flat = dropped.flatten()
+    for lag in (1, 2, 3, 4):
+        corr = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1].item()
+        assert abs(corr) < 5 / n**0.5, (lag, corr)
+    torch.manual_seed(3)
+    assert torch.equal(kernels.keep_mask((301, 1003), p), keep)  # seeded: resume draws the same masks
+    assert not torch.equal(kernels.keep_mask((301, 1003), p), keep)  # and the stream moves on
+
+
+def test_dropout_noise_keeps_the_expectation_and_the_plain_attention_applies_it():
+    noise = kernels.dropout_noise((200, 500), 0.1, torch.float32, torch.device("cpu"))
+    kept = noise[noise != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 65536 / (65536 - 6554)))  # 1 / (1 - rate), rate 6554/65536
+    assert abs(noise.mean().item() - 1) < 0.01
+    q, k, v = qkv(dtype=torch.float32)
     mask = key_mask()
     torch.manual_seed(5)
     y = attention(q, k, v, mask, False, 0.3)
     torch.manual_seed(5)
-    ref = F.scaled_dot_product_attention(q.detach().float(), k.detach().float(), v.detach().float(), attn_mask=mask,
-                                         dropout_p=0.3)
-    torch.testing.assert_close(y.float(), ref, **BF16)
-    torch.manual_seed(6)  # another mask is far off: the comparison above does see the draws
-    other = F.scaled_dot_product_attention(q.detach().float(), k.detach().float(), v.detach().float(), attn_mask=mask,
-                                           dropout_p=0.3)
-    assert (y.float() - other).abs().max() > 0.2
+    s = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).masked_fill(~mask, float("-inf"))
+    ref = (torch.softmax(s, -1) * kernels.dropout_noise(s.shape, 0.3, s.dtype, s.device)) @ v
+    torch.testing.assert_close(y, ref)
+    without = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert (y - without).abs().max() > 0.2  # the comparison above does see the draws
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
