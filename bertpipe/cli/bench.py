@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+# bertpipe.bench.finetune.SUITE's names (kept here so that parsing flags does not import torch)
+SUITE_TASKS = ("finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa")
 
 def _cmd_bench_train(args: argparse.Namespace) -> None:
     from bertpipe.bench.train import bench_train
@@ -150,7 +152,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_bench_quality)
     p = bsub.add_parser("finetune", help="fine-tuning MiniLM's real weights: ours vs a plain transformers loop, 4 shared tasks")
     p.add_argument("--work", type=Path, default=Path("cache/bench-finetune"), help="scratch folder")
-    p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
+    p.add_argument("--tasks", nargs="+", choices=SUITE_TASKS, default=None)
     p.add_argument("--epochs", type=float, default=None, help="override every task's epochs (default: per task)")
     p.add_argument("--lr", type=float, default=None, help="override every task's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
@@ -162,7 +164,7 @@ def add_commands(sub) -> None:
     p = bsub.add_parser("init", help="a checkpoint vs random init of its architecture on the 4 shared tasks, over seeds")
     p.add_argument("checkpoint", type=Path, help="bertpipe checkpoint directory (e.g. RUN/final)")
     p.add_argument("--work", type=Path, default=Path("cache/bench-init"), help="scratch folder")
-    p.add_argument("--tasks", nargs="+", choices=["finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa"], default=None)
+    p.add_argument("--tasks", nargs="+", choices=SUITE_TASKS, default=None)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--settings", help="JSON: per-task fine-tuning settings over the defaults, by task name")
     p.add_argument("--train-rows", help='JSON: training rows sampled per TSV task (default {"bible-paraphrase": 2000}; '

@@ -84,13 +84,18 @@ def use_plain_attention(q: Tensor, dropout_p: float = 0.0) -> bool:
             and q.shape[-2] <= PLAIN_MAX_LEN)
 
 
+def _dropped_lanes(p: float) -> int:
+    """Of the 2¹⁶ values of a 16-bit lane, how many mean "dropped": the rate is this / 2¹⁶."""
+    return round(p * 65536)
+
+
 def keep_mask(shape: tuple[int, ...], p: float, device: torch.device | str = "cpu") -> Tensor:
-    """Boolean ``shape``: each element False (dropped) with probability ``round(p·2¹⁶) / 2¹⁶``,
+    """Boolean ``shape``: each element False (dropped) with probability ``_dropped_lanes(p) / 2¹⁶``,
     drawn from torch's default generator of ``device`` (seeded runs and resume as before)."""
     n = math.prod(shape)
     words = torch.empty(-(-n // 3), dtype=torch.int64, device=device).random_()  # uniform on [0, 2^63)
     lanes = words.view(torch.int16).view(-1, 4)[:, :3]  # (n/3, 3): the low 48 bits, 16 random bits per lane
-    return (lanes >= round(p * 65536) - 32768).reshape(-1)[:n].view(shape)  # int16 lanes are uniform on [-2^15, 2^15)
+    return (lanes >= _dropped_lanes(p) - 32768).reshape(-1)[:n].view(shape)  # int16 lanes are uniform on [-2^15, 2^15)
 
 
 def dropout_noise(shape: tuple[int, ...], p: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -98,7 +103,7 @@ def dropout_noise(shape: tuple[int, ...], p: float, dtype: torch.dtype, device: 
     from ``keep_mask``; elsewhere torch's ``bernoulli_``, as ``F.dropout`` draws it."""
     if device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1 - p).div_(1 - p)
-    return keep_mask(shape, p, device).to(dtype).div_(1 - round(p * 65536) / 65536)
+    return keep_mask(shape, p, device).to(dtype).div_(1 - _dropped_lanes(p) / 65536)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, is_causal: bool, dropout_p: float) -> Tensor:

@@ -50,14 +50,7 @@ from bertpipe.model.hf import load_config, load_state_dict
 from bertpipe.tasks import heads
 from bertpipe.tasks.config import EvalTask, FinetuneConfig, Task  # noqa: F401  (EvalTask, Task: re-exported)
 from bertpipe.tasks.data import label_vocab
-from bertpipe.tasks.specs import (
-    Arrays,
-    Batch,
-    Prediction,
-    concat_outputs,
-    spec_for,
-    take_rows,
-)
+from bertpipe.tasks.specs import Arrays, Batch, Prediction, concat_outputs, spec_for, take_rows
 from bertpipe.train.hostmem import keep_freed_memory
 from bertpipe.train.optim import OptimConfig, build_optimizer, build_scheduler
 
