@@ -60,13 +60,16 @@ def test_plain_attention_matches_sdpa_in_fp32_within_bf16_rounding(case):
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
 def test_keep_mask_drops_at_the_rate_independently_and_from_the_seeded_generator(p):
     torch.manual_seed(3)
-    keep = kernels.keep_mask((301, 1003), p)  # odd sizes: the three lanes per word do not divide them
+    keep = kernels.keep_mask((301, 1003), p)  # odd sizes: the four lanes per word do not divide them
     assert keep.shape == (301, 1003) and keep.dtype == torch.bool
     n, dropped = keep.numel(), (~keep).double()
     assert abs(dropped.mean().item() - p) < 5 * (p * (1 - p) / n) ** 0.5  # 5 standard errors
-    # neighbours (the three lanes of one word, and the words after each other) are independent
+    for lane in range(4):  # each 16-bit lane of a draw alone (a lane with a bit missing would drop nothing)
+        rate = dropped.flatten()[lane::4].mean().item()
+        assert abs(rate - p) < 5 * (p * (1 - p) / (n / 4)) ** 0.5, (lane, rate)
+    # neighbours (the four lanes of one word, and the words after each other) are independent
     flat = dropped.flatten()
-    for lag in (1, 2, 3, 4):
+    for lag in (1, 2, 3, 4, 5):
         corr = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1].item()
         assert abs(corr) < 5 / n**0.5, (lag, corr)
     torch.manual_seed(3)
@@ -74,18 +77,29 @@ def test_keep_mask_drops_at_the_rate_independently_and_from_the_seeded_generator
     assert not torch.equal(kernels.keep_mask((301, 1003), p), keep)  # and the stream moves on
 
 
-def test_dropout_noise_keeps_the_expectation_and_the_plain_attention_applies_it():
-    noise = kernels.dropout_noise((200, 500), 0.1, torch.float32, torch.device("cpu"))
-    kept = noise[noise != 0]
-    assert torch.allclose(kept, torch.full_like(kept, 65536 / (65536 - 6554)))  # 1 / (1 - rate), rate 6554/65536
-    assert abs(noise.mean().item() - 1) < 0.01
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_keeps_the_expectation_exactly_in_any_dtype(dtype):
+    mask = kernels.dropout_mask((200, 500), 0.1, dtype, torch.device("cpu"))
+    assert mask.scale == 65536 / (65536 - 6554)  # 1 / (1 - rate), rate 6554/65536
+    assert set(mask.keep.unique().tolist()) == {0.0, 1.0} and mask.keep.dtype == dtype
+    x = torch.linspace(0.5, 2.0, 200 * 500).view(200, 500).to(dtype).requires_grad_()
+    y = kernels.apply_dropout(x, mask)
+    once = (x.detach().float() * mask.keep.float() * mask.scale).to(dtype)  # fp32 arithmetic, rounded once to dtype
+    assert torch.equal(y, once)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, (mask.keep.float() * mask.scale).to(dtype))
+    kept = mask.keep != 0
+    assert abs((y[kept].double() / x[kept].double()).mean().item() - mask.scale) < 1e-4  # bf16: 1.111, not 1.109
+
+
+def test_the_plain_attention_applies_the_dropout_mask():
     q, k, v = qkv(dtype=torch.float32)
     mask = key_mask()
     torch.manual_seed(5)
     y = attention(q, k, v, mask, False, 0.3)
     torch.manual_seed(5)
     s = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).masked_fill(~mask, float("-inf"))
-    ref = (torch.softmax(s, -1) * kernels.dropout_noise(s.shape, 0.3, s.dtype, s.device)) @ v
+    ref = kernels.apply_dropout(torch.softmax(s, -1), kernels.dropout_mask(s.shape, 0.3, s.dtype, s.device)) @ v
     torch.testing.assert_close(y, ref)
     without = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert (y - without).abs().max() > 0.2  # the comparison above does see the draws
