@@ -22,6 +22,13 @@ keeps freed memory in its heap (``bertpipe.train.hostmem``; that applies to the 
 step too, which shares the process). ``--profile`` adds, for our fp32 and bf16 steps, the
 share of operator time by kind of work (``bertpipe.bench.profile``), in the JSON too.
 
+The ceiling beside each MFU: the step's own matrix products (forward and backward, every
+shape and layout it calls) timed alone in each repetition (``profile.matmul_time``). Model
+FLOPs over that time, over the same peak, is the MFU the step would have if everything else
+(elementwise work, casts, dropout, the loss, the optimizer) cost nothing; the gap between
+MFU and ceiling is what such work costs, the gap between ceiling and 1 is torch's matmul
+kernels at these shapes against the FFN-shaped peak.
+
 ``transformers`` is a dev dependency: the script says so and skips the comparison when it is
 absent. The last printed line is one JSON object.
 """
@@ -34,7 +41,7 @@ from contextlib import nullcontext
 
 import torch
 
-from bertpipe.bench.profile import profile_step
+from bertpipe.bench.profile import matmul_time, profile_step
 from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
 from bertpipe.train.flops import flops_per_token, model_peak, train_flops
 from bertpipe.train.hostmem import keep_freed_memory
@@ -121,6 +128,7 @@ def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False) -> dict
     ours16, _ = _ours_step(cfg, device, "bf16")
     times: dict[str, list[tuple[float, float]]] = {"ours": [], "ours_bf16": [], "hf": []}
     peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    matmul_s: dict[str, list[float]] = {"fp32": [], "bf16": []}  # the step's matrix products alone
     for r in range(repeats):  # alternate so that noise hits every variant, and the peaks
         for precision in peaks:
             peaks[precision].append(model_peak(cfg, device, precision, tokens))
@@ -128,18 +136,27 @@ def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False) -> dict
         if hf is not None:
             times["hf"].append(_time_steps(hf, steps, device))
         times["ours_bf16"].append(_time_steps(ours16, steps, device))
+        for precision, step in (("fp32", ours32), ("bf16", ours16)):
+            matmul_s[precision].append(matmul_time(step, repeats=3).seconds)
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items() if v}
     peak = {k: statistics.median(v) for k, v in peaks.items()}
     fpt = flops_per_token(cfg, SEQ, PREDS)  # model FLOPs per token, for every variant
     mfu = {k: fpt * tokens / wall / peak["bf16" if k == "ours_bf16" else "fp32"] for k, (wall, _) in med.items()}
     print(f"model FLOPs per token {fpt / 1e6:.1f} M; matmul peak at [{tokens}, 256] x [256, 1024]: "
           f"{peak['fp32'] / 1e12:.3f} TFLOP/s fp32, {peak['bf16'] / 1e12:.3f} TFLOP/s bf16")
+    mm = {k: statistics.median(v) for k, v in matmul_s.items()}
+    ceiling = {k: fpt * tokens / mm[k] / peak[k] for k in mm}  # MFU if only the matrix products took time
     for k, (wall, cpu) in med.items():
         print(f"{k:10s} {tokens / wall:9,.0f} tokens/s  MFU {mfu[k]:6.1%}  ({wall * 1e3:.0f} ms/step wall, {cpu * 1e3:.0f} ms CPU)")
+    for k, name in (("fp32", "ours"), ("bf16", "ours_bf16")):
+        print(f"{name:10s} its matrix products alone: {mm[k] * 1e3:.0f} ms/step ({fpt * tokens / mm[k] / 1e12:.2f} TFLOP/s), "
+              f"MFU ceiling {ceiling[k]:.1%}; the step runs at {mfu[name] / ceiling[k]:.0%} of it")
     result = {"ours_tokens_per_s": round(tokens / med["ours"][0]), "ours_bf16_tokens_per_s": round(tokens / med["ours_bf16"][0]),
               "flops_per_token": round(fpt), "peak_tflops_fp32": round(peak["fp32"] / 1e12, 4),
               "peak_tflops_bf16": round(peak["bf16"] / 1e12, 4), "mfu_fp32": round(mfu["ours"], 3),
-              "mfu_bf16": round(mfu["ours_bf16"], 3)}
+              "mfu_bf16": round(mfu["ours_bf16"], 3), "matmul_ms_fp32": round(mm["fp32"] * 1e3, 1),
+              "matmul_ms_bf16": round(mm["bf16"] * 1e3, 1), "mfu_ceiling_fp32": round(ceiling["fp32"], 3),
+              "mfu_ceiling_bf16": round(ceiling["bf16"], 3)}
     if hf is not None:
         hfu = train_flops(cfg, BATCH, SEQ, SEQ) / med["hf"][0] / peak["fp32"]  # the work it does: decoder everywhere
         result |= {"hf_tokens_per_s": round(tokens / med["hf"][0]), "ratio_vs_hf": round(med["hf"][0] / med["ours"][0], 2),
