@@ -17,7 +17,10 @@ the loss on both sides, as ``FinetuneConfig.precision="bf16"`` does for ours) or
 ``bertpipe.model.kernels``); theirs is the loop a user writes: ``torch.optim.AdamW`` as torch
 builds it by default, the model as ``from_pretrained`` loads it (SDPA attention).
 ``--train-rows N`` trains both sides on N seeded random training rows (QA: windows) for
-development runs; ``--profile`` adds each side's operator time by kind for a few steps.
+development runs; ``--seeds 0 1 2`` fine-tunes both sides once per seed and reports mean
+scores with the gap's paired 95% interval (one seed on a small eval set, such as QA's 167
+questions, moves a score by a point or more); ``--profile`` adds each side's operator time by
+kind for a few steps.
 """
 
 from __future__ import annotations
@@ -170,11 +173,13 @@ def _profile(cfg: FinetuneConfig, ckpt: Path, hf_dir: Path, task: TaskData, n_la
 
 
 def bench_finetune(work: Path, tasks: list[str] | None = None, epochs: float | None = None, lr: float | None = None,
-                   batch_size: int | None = None, seed: int = 0, precisions: tuple[str, ...] = ("fp32",),
+                   batch_size: int | None = None, seeds: tuple[int, ...] = (0,), precisions: tuple[str, ...] = ("fp32",),
                    train_rows: int | None = None, profile: bool = False) -> dict:
     """Each task fine-tuned by us and by transformers at each precision (``fp32``; ``bf16``:
-    autocast on both sides); ``epochs``/``lr``/``batch_size`` override SUITE's, ``train_rows``
-    trains both on that many training rows (development runs; eval sets stay whole)."""
+    autocast on both sides) and seed; ``epochs``/``lr``/``batch_size`` override SUITE's,
+    ``train_rows`` trains both on that many training rows (development runs; eval sets stay
+    whole). Scores are means over the seeds, with the gap's 95% interval (paired t: a seed fixes
+    the head's initialization and the batch order on both sides); times are summed."""
     from bertpipe.model.hf import import_hf
 
     if not SHARED.is_dir():
@@ -187,31 +192,41 @@ def bench_finetune(work: Path, tasks: list[str] | None = None, epochs: float | N
     for name in tasks or list(SUITE):
         task, train_rel, eval_rel, extra = SUITE[name]
         given = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size}.items() if v is not None}
-        base = FinetuneConfig(task=task, seeds=[seed], **(extra | given))
-        spec, data = spec_for(base), _subset(prepare(base, ckpt, SHARED / train_rel, SHARED / eval_rel), train_rows, seed)
-        n_labels, result[name] = spec.n_outputs(data.labels), {}
+        base = FinetuneConfig(task=task, seeds=[seeds[0]], **(extra | given))
+        spec, data = spec_for(base), _subset(prepare(base, ckpt, SHARED / train_rel, SHARED / eval_rel), train_rows, seeds[0])
+        n_labels, result[name], metric = spec.n_outputs(data.labels), {}, spec.main_metric
         for precision in precisions:
-            cfg = base.model_copy(update={"precision": precision})
-            t0 = time.perf_counter()
-            ours = spec.score(cfg, _ours_run(cfg, ckpt, data, n_labels, seed), data.eval, data.eval_examples, data.labels)
-            t_ours = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            hf = spec.score(cfg, _hf_run(cfg, hf_dir, data, n_labels, seed), data.eval, data.eval_examples, data.labels)
-            t_hf = time.perf_counter() - t0
-            metric = spec.main_metric
-            row = {"metric": metric, "ours": round(ours[metric], 4), "transformers": round(hf[metric], 4),
+            scores: dict[str, dict[int, float]] = {"ours": {}, "transformers": {}}
+            seconds = {"ours": 0.0, "transformers": 0.0}
+            for seed in seeds:
+                cfg = base.model_copy(update={"precision": precision, "seeds": [seed]})
+                for side, run, weights in (("ours", _ours_run, ckpt), ("transformers", _hf_run, hf_dir)):
+                    t0 = time.perf_counter()
+                    predicted = run(cfg, weights, data, n_labels, seed)
+                    scores[side][seed] = spec.score(cfg, predicted, data.eval, data.eval_examples, data.labels)[metric]
+                    seconds[side] += time.perf_counter() - t0
+            ours, hf = (statistics.fmean(scores[k].values()) for k in ("ours", "transformers"))
+            t_ours, t_hf = seconds["ours"], seconds["transformers"]
+            gap = compare_seeds(scores["ours"], scores["transformers"])
+            row = {"metric": metric, "ours": round(ours, 4), "transformers": round(hf, 4),
                    "ours_seconds": round(t_ours, 1), "transformers_seconds": round(t_hf, 1), "speedup": round(t_hf / t_ours, 2),
                    "train_rows": len(data.train["input_ids"]),
                    "settings": {k: getattr(cfg, k) for k in ("lr", "epochs", "batch_size", "max_seq_length")}}
-            print(f"{name:18s} {precision:5s} {metric:10s} ours {ours[metric]:.4f} ({t_ours:.0f} s)   transformers "
-                  f"{hf[metric]:.4f} ({t_hf:.0f} s)   {row['speedup']:.2f}x   [lr {cfg.lr:g}, {cfg.epochs:g} epochs, batch "
-                  f"{cfg.batch_size}, length {cfg.max_seq_length}, {row['train_rows']} training rows]", flush=True)
+            if len(seeds) > 1:
+                row |= {"seeds": list(seeds), "ours_per_seed": [round(v, 4) for v in scores["ours"].values()],
+                        "transformers_per_seed": [round(v, 4) for v in scores["transformers"].values()],
+                        "gap_ci95": None if gap.low is None else [round(gap.low, 4), round(gap.high, 4)]}
+            print(f"{name:18s} {precision:5s} {metric:10s} ours {ours:.4f} ({t_ours:.0f} s)   transformers "
+                  f"{hf:.4f} ({t_hf:.0f} s)   {row['speedup']:.2f}x   [lr {cfg.lr:g}, {cfg.epochs:g} epochs, batch "
+                  f"{cfg.batch_size}, length {cfg.max_seq_length}, {row['train_rows']} training rows"
+                  + (f"; mean of seeds {', '.join(map(str, seeds))}, gap {format_difference(gap, 4)}" if len(seeds) > 1 else "")
+                  + "]", flush=True)
             if profile:
-                row["profile"] = _profile(cfg, ckpt, hf_dir, data, n_labels, seed)
+                row["profile"] = _profile(cfg, ckpt, hf_dir, data, n_labels, seeds[0])
             result[name][precision] = row
     work.mkdir(parents=True, exist_ok=True)
     (work / "bench-finetune.json").write_text(json.dumps(result, indent=2))
-    return result | {"seed": seed, "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    return result | {"seeds": list(seeds), "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
 
 
 FEATURES = ("embeddings", "second_to_last", "last", "sum_last4", "concat_last4", "sum_all")

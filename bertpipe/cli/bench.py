@@ -36,7 +36,7 @@ def _cmd_bench_finetune(args: argparse.Namespace) -> None:
 
     precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
     print(json.dumps(bench_finetune(args.work, args.tasks, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                                    precisions=precisions, train_rows=args.train_rows, profile=args.profile)))
+                                    seeds=tuple(args.seeds), precisions=precisions, train_rows=args.train_rows, profile=args.profile)))
 
 
 def _cmd_bench_features(args: argparse.Namespace) -> None:
@@ -159,6 +159,8 @@ def add_commands(sub) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "both"], default="fp32",
                    help="both sides in fp32, or both under bf16 autocast, or each of the two")
     p.add_argument("--train-rows", type=int, default=None, help="train on this many seeded random rows (default: all)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="fine-tune each side once per seed: mean scores, the gap's 95%% interval, summed times")
     p.add_argument("--profile", action="store_true", help="also: operator time by kind for a few steps of each side")
     p.set_defaults(func=_cmd_bench_finetune)
     p = bsub.add_parser("init", help="a checkpoint vs random init of its architecture on the 4 shared tasks, over seeds")
