@@ -40,7 +40,8 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("matmul", ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm", "aten::_addmm_activation")),
     ("attention kernel", ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention")),
     ("dtype casts", ("aten::copy_", "aten::_to_copy")),
-    ("dropout", ("aten::bernoulli_", "aten::native_dropout", "aten::random_")),  # random_: the masks of kernels.keep_mask
+    # random_: the masks of kernels.keep_mask; addcmul: kernels.apply_dropout
+    ("dropout", ("aten::bernoulli_", "aten::native_dropout", "aten::random_", "aten::addcmul")),
     ("MLM cross-entropy", ("aten::_log_softmax", "aten::nll_loss", "aten::argmax", "aten::max", "aten::exp",
                            "aten::logsumexp", "aten::scatter_add_")),
     ("LayerNorm", ("aten::native_layer_norm",)),

@@ -20,7 +20,8 @@ Our step is what pretraining runs: ``build_optimizer``'s AdamW (torch's fused ke
 blockwise MLM cross-entropy on the head's logits (``bertpipe.model.kernels``), and the process
 keeps freed memory in its heap (``bertpipe.train.hostmem``; that applies to the transformers
 step too, which shares the process). ``--profile`` adds, for our fp32 and bf16 steps, the
-share of operator time by kind of work (``bertpipe.bench.profile``), in the JSON too.
+share of operator time by kind of work (``bertpipe.bench.profile``), in the JSON too;
+``--compile`` times our bf16 step under ``torch.compile`` beside the eager one.
 
 The ceiling beside each MFU: the step's own matrix products (forward and backward, every
 shape and layout it calls) timed alone in each repetition (``profile.matmul_time``). Model
@@ -74,9 +75,11 @@ def _time_steps(step, steps: int, device: torch.device) -> tuple[float, float]:
     return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
 
-def _ours_step(cfg: BertConfig, device: torch.device, precision: str, batch: int = BATCH):
+def _ours_step(cfg: BertConfig, device: torch.device, precision: str, batch: int = BATCH, with_compile: bool = False):
     torch.manual_seed(0)
     model = BertForPreTraining(cfg).to(device).train()
+    if with_compile:
+        model.compile()  # inductor; the padded path (Unpadded is off under compile)
     opt = build_optimizer(model, OptimConfig(optimizer="adamw", lr=1e-4))
     b = _batch(cfg.vocab_size, device, batch)
     dtype = {"bf16": torch.bfloat16, "fp32": None}[precision]
@@ -113,7 +116,7 @@ def _hf_step(cfg: BertConfig, device: torch.device):
     return step
 
 
-def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False) -> dict:
+def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False, with_compile: bool = False) -> dict:
     keep_freed_memory()
     device = torch.device("cpu")
     cfg = BertConfig(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
@@ -127,6 +130,12 @@ def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False) -> dict
     ours32, _ = _ours_step(cfg, device, "fp32")
     ours16, _ = _ours_step(cfg, device, "bf16")
     times: dict[str, list[tuple[float, float]]] = {"ours": [], "ours_bf16": [], "hf": []}
+    if with_compile:  # our bf16 step under torch.compile, timed beside the eager one
+        ours16c, _ = _ours_step(cfg, device, "bf16", with_compile=True)
+        t0 = time.perf_counter()
+        ours16c()
+        print(f"torch.compile of our bf16 step: {time.perf_counter() - t0:.0f} s")
+        times["ours_bf16_compiled"] = []
     peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
     matmul_s: dict[str, list[float]] = {"fp32": [], "bf16": []}  # the step's matrix products alone
     for r in range(repeats):  # alternate so that noise hits every variant, and the peaks
@@ -136,12 +145,14 @@ def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False) -> dict
         if hf is not None:
             times["hf"].append(_time_steps(hf, steps, device))
         times["ours_bf16"].append(_time_steps(ours16, steps, device))
+        if with_compile:
+            times["ours_bf16_compiled"].append(_time_steps(ours16c, steps, device))
         for precision, step in (("fp32", ours32), ("bf16", ours16)):
             matmul_s[precision].append(matmul_time(step, repeats=3).seconds)
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items() if v}
     peak = {k: statistics.median(v) for k, v in peaks.items()}
     fpt = flops_per_token(cfg, SEQ, PREDS)  # model FLOPs per token, for every variant
-    mfu = {k: fpt * tokens / wall / peak["bf16" if k == "ours_bf16" else "fp32"] for k, (wall, _) in med.items()}
+    mfu = {k: fpt * tokens / wall / peak["bf16" if k.startswith("ours_bf16") else "fp32"] for k, (wall, _) in med.items()}
     print(f"model FLOPs per token {fpt / 1e6:.1f} M; matmul peak at [{tokens}, 256] x [256, 1024]: "
           f"{peak['fp32'] / 1e12:.3f} TFLOP/s fp32, {peak['bf16'] / 1e12:.3f} TFLOP/s bf16")
     mm = {k: statistics.median(v) for k, v in matmul_s.items()}
@@ -157,6 +168,9 @@ def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False) -> dict
               "mfu_bf16": round(mfu["ours_bf16"], 3), "matmul_ms_fp32": round(mm["fp32"] * 1e3, 1),
               "matmul_ms_bf16": round(mm["bf16"] * 1e3, 1), "mfu_ceiling_fp32": round(ceiling["fp32"], 3),
               "mfu_ceiling_bf16": round(ceiling["bf16"], 3)}
+    if with_compile:
+        result |= {"ours_bf16_compiled_tokens_per_s": round(tokens / med["ours_bf16_compiled"][0]),
+                   "mfu_bf16_compiled": round(mfu["ours_bf16_compiled"], 3)}
     if hf is not None:
         hfu = train_flops(cfg, BATCH, SEQ, SEQ) / med["hf"][0] / peak["fp32"]  # the work it does: decoder everywhere
         result |= {"hf_tokens_per_s": round(tokens / med["hf"][0]), "ratio_vs_hf": round(med["hf"][0] / med["ours"][0], 2),

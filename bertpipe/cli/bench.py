@@ -18,7 +18,7 @@ SUITE_TASKS = ("finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa")
 def _cmd_bench_train(args: argparse.Namespace) -> None:
     from bertpipe.bench.train import bench_train
 
-    print(json.dumps(bench_train(steps=args.steps, repeats=args.repeats, profile=args.profile)))
+    print(json.dumps(bench_train(steps=args.steps, repeats=args.repeats, profile=args.profile, with_compile=args.compile)))
 
 
 def _cmd_bench_gpu(args: argparse.Namespace) -> None:
@@ -116,6 +116,7 @@ def add_commands(sub) -> None:
     p.add_argument("--steps", type=int, default=8, help="timed steps per repetition")
     p.add_argument("--repeats", type=int, default=3, help="alternating repetitions; medians are reported")
     p.add_argument("--profile", action="store_true", help="also: our steps' operator time by kind of work (torch.profiler)")
+    p.add_argument("--compile", action="store_true", help="also: our bf16 step under torch.compile (inductor)")
     p.set_defaults(func=_cmd_bench_train)
     p = bsub.add_parser("gpu", help="the GPU check: BERT-Base/Large seq/s and MFU, 200-step pretraining, compile, torchrun "
                         "(tiny sizes on CPU); writes one JSON")
