@@ -7,13 +7,13 @@ the optimizer, embeddings, fills and everything else, so a change can be aimed a
 share and its effect read from the same table. Shares are fractions of the profiled time:
 they stay meaningful on a loaded machine, where absolute times do not.
 
-``matmul_time`` is the other half of the question "how far from the limit": it records every
-matrix product a step calls (shapes, strides, dtypes; backward included) and times them alone,
-replayed on random operands. The step's model FLOPs over that time is the MFU the step would
-reach if everything but its matrix products were free: the ceiling that removing elementwise
-work, casts and overhead can approach, set by torch's own kernels at the step's shapes (on
-CPUs a weight gradient, which sums over all tokens, runs at about half the speed of the
-forward product of the same size).
+``MatmulReplay`` (``matmul_time``) is the other half of the question "how far from the
+limit": it records every matrix product a step calls (shapes, strides, dtypes; backward
+included) and times them alone, replayed on random operands. The step's model FLOPs over that
+time is the MFU the step would reach if everything but its matrix products were free: the
+ceiling that removing elementwise work, casts and overhead can approach, set by torch's own
+kernels at the step's shapes (on CPUs a weight gradient, which sums over all tokens, runs at
+about half the speed of the forward product of the same size).
 
 Trade-offs: the profiler adds ~5-10% overhead per operator, more for the many small ones,
 so the shares of cheap elementwise work are slightly inflated; a category is assigned by
@@ -113,8 +113,22 @@ MATMUL_OPS = (_aten.mm.default, _aten.addmm.default, _aten.bmm.default, _aten.ba
               _aten._addmm_activation.default)
 
 
+class _Operand(NamedTuple):
+    """A recorded tensor operand: what replaying needs to lay out random values like it."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    def random(self, gen: torch.Generator) -> torch.Tensor:
+        """Random values with this layout (transposed and broadcast views included)."""
+        size = 1 + sum((n - 1) * st for n, st in zip(self.shape, self.stride, strict=True)) if all(self.shape) else 0
+        return torch.randn(size, generator=gen, device=self.device).to(self.dtype).as_strided(self.shape, self.stride)
+
+
 class _MatmulRecorder(TorchDispatchMode):
-    """Records (op, args with tensors as (shape, stride, dtype), kwargs) of every matrix product."""
+    """Records (op, args with tensors as ``_Operand``, kwargs) of every matrix product."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -123,16 +137,16 @@ class _MatmulRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in MATMUL_OPS:
-            spec = [(tuple(a.shape), a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor) else a for a in args]
+            spec = [_Operand(tuple(a.shape), a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor) else a for a in args]
             self.calls.append((func, spec, kwargs))
         return func(*args, **kwargs)
 
 
-def _operand(shape: tuple[int, ...], stride: tuple[int, ...], dtype: torch.dtype, device: torch.device,
-             gen: torch.Generator) -> torch.Tensor:
-    """Random values laid out like the recorded operand (transposed and broadcast views included)."""
-    size = 1 + sum((n - 1) * st for n, st in zip(shape, stride, strict=True)) if all(shape) else 0
-    return torch.randn(size, generator=gen, device=device).to(dtype).as_strided(shape, stride)
+def _flops(func, spec: list) -> int:
+    """2·M·K·N (times the batch) of a recorded product of (.., M, K) and (.., K, N) operands."""
+    first = 0 if func in (_aten.mm.default, _aten.bmm.default) else 1  # the others take an addend first
+    a, b = spec[first : first + 2]
+    return 2 * math.prod(a.shape) * b.shape[-1]
 
 
 class MatmulTime(NamedTuple):
@@ -141,37 +155,39 @@ class MatmulTime(NamedTuple):
     flops: int  # their FLOPs (2 per multiply-add), the hardware's work: padding included
 
 
-def _flops(func, spec: list) -> int:
-    """2·M·K·N (times the batch) of a recorded product of (.., M, K) and (.., K, N) operands."""
-    first = 0 if func in (_aten.mm.default, _aten.bmm.default) else 1  # the others take an addend first
-    (a, *_), (b, *_) = spec[first : first + 2]
-    return 2 * math.prod(a) * b[-1]
+class MatmulReplay:
+    """The matrix products of one call of a step, on random operands, ready to be timed alone."""
+
+    def __init__(self, step: Callable[[], None]) -> None:
+        step()  # warm-up: lazily built state (optimizer moments) is not recorded
+        with _MatmulRecorder() as rec:
+            step()
+        operands = [a for _, spec, _ in rec.calls for a in spec if isinstance(a, _Operand)]
+        self.device = operands[0].device if operands else torch.device("cpu")
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        self.calls = [(func, [a.random(gen) if isinstance(a, _Operand) else a for a in spec], kw) for func, spec, kw in rec.calls]
+        self.flops = sum(_flops(func, spec) for func, spec, _ in rec.calls)
+
+    def _replay(self) -> None:
+        for func, args, kw in self.calls:
+            func(*args, **kw)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def seconds(self, repeats: int = 5) -> float:
+        """The median of ``repeats`` timed replays of all the products, in order, after a warm-up one."""
+        with torch.no_grad():
+            self._replay()
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                self._replay()
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
 
 
 def matmul_time(step: Callable[[], None], repeats: int = 5) -> MatmulTime:
-    """The matrix products of one call of ``step`` (after a warm-up call, so lazily built
-    state such as optimizer moments is not recorded), replayed alone on random operands of the
-    same shapes, strides and dtypes: ``repeats`` timed replays after a warm-up one."""
-    step()
-    with _MatmulRecorder() as rec:
-        step()
-    device = next((a[3] for _, spec, _ in rec.calls for a in spec if isinstance(a, tuple) and len(a) == 4),
-                  torch.device("cpu"))
-    gen = torch.Generator(device=device).manual_seed(0)
-    calls = [(func, [_operand(*a, gen) if isinstance(a, tuple) and len(a) == 4 else a for a in spec], kw)
-             for func, spec, kw in rec.calls]
-
-    def replay() -> None:
-        for func, args, kw in calls:
-            func(*args, **kw)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    with torch.no_grad():
-        replay()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            replay()
-            times.append(time.perf_counter() - t0)
-    return MatmulTime(statistics.median(times), len(calls), sum(_flops(f, spec) for f, spec, _ in rec.calls))
+    """The matrix products of one call of ``step`` (after a warm-up call), replayed alone on
+    random operands of the same shapes, strides and dtypes (``MatmulReplay``)."""
+    replay = MatmulReplay(step)
+    return MatmulTime(replay.seconds(repeats), len(replay.calls), replay.flops)

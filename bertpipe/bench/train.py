@@ -24,7 +24,7 @@ share of operator time by kind of work (``bertpipe.bench.profile``), in the JSON
 ``--compile`` times our bf16 step under ``torch.compile`` beside the eager one.
 
 The ceiling beside each MFU: the step's own matrix products (forward and backward, every
-shape and layout it calls) timed alone in each repetition (``profile.matmul_time``). Model
+shape and layout it calls) timed alone in each repetition (``profile.MatmulReplay``). Model
 FLOPs over that time, over the same peak, is the MFU the step would have if everything else
 (elementwise work, casts, dropout, the loss, the optimizer) cost nothing; the gap between
 MFU and ceiling is what such work costs, the gap between ceiling and 1 is torch's matmul
@@ -42,7 +42,7 @@ from contextlib import nullcontext
 
 import torch
 
-from bertpipe.bench.profile import matmul_time, profile_step
+from bertpipe.bench.profile import MatmulReplay, profile_step
 from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
 from bertpipe.train.flops import flops_per_token, model_peak, train_flops
 from bertpipe.train.hostmem import keep_freed_memory
@@ -137,7 +137,8 @@ def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False, with_co
         print(f"torch.compile of our bf16 step: {time.perf_counter() - t0:.0f} s")
         times["ours_bf16_compiled"] = []
     peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    matmul_s: dict[str, list[float]] = {"fp32": [], "bf16": []}  # the step's matrix products alone
+    replays = {"fp32": MatmulReplay(ours32), "bf16": MatmulReplay(ours16)}  # the steps' matrix products, recorded once
+    matmul_s: dict[str, list[float]] = {"fp32": [], "bf16": []}  # and timed alone in each repetition
     for r in range(repeats):  # alternate so that noise hits every variant, and the peaks
         for precision in peaks:
             peaks[precision].append(model_peak(cfg, device, precision, tokens))
@@ -147,8 +148,8 @@ def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False, with_co
         times["ours_bf16"].append(_time_steps(ours16, steps, device))
         if with_compile:
             times["ours_bf16_compiled"].append(_time_steps(ours16c, steps, device))
-        for precision, step in (("fp32", ours32), ("bf16", ours16)):
-            matmul_s[precision].append(matmul_time(step, repeats=3).seconds)
+        for precision, replay in replays.items():
+            matmul_s[precision].append(replay.seconds(repeats=3))
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items() if v}
     peak = {k: statistics.median(v) for k, v in peaks.items()}
     fpt = flops_per_token(cfg, SEQ, PREDS)  # model FLOPs per token, for every variant

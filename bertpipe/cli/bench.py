@@ -15,6 +15,7 @@ from pathlib import Path
 # bertpipe.bench.finetune.SUITE's names (kept here so that parsing flags does not import torch)
 SUITE_TASKS = ("finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa")
 
+
 def _cmd_bench_train(args: argparse.Namespace) -> None:
     from bertpipe.bench.train import bench_train
 

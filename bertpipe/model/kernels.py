@@ -27,11 +27,11 @@ Purpose
       element (``bernoulli_``): a quarter of a bf16 fine-tuning step of MiniLM on tweets. Here
       one 64-bit draw gives four 16-bit lanes, each compared with ``round(p·2¹⁶)``: the mask
       is 4.6-5.5x faster than ``bernoulli_`` (1.4 ms against 6.3 ms at (32, 128, 256), 6.9 ms
-      against 37.5 ms at (32, 12, 128, 128)). The rate is p rounded to a multiple of 2⁻¹⁶ (0.1 → 0.100006); the kept values
-      are multiplied by 1 / (1 - that rate) in fp32 arithmetic and rounded once (one
-      ``addcmul`` forward and backward, as fast as a plain product), so the expectation is
-      exact in bf16 too (a bf16 factor would be 1.109 for 1.111: 0.16% low). GPUs draw the
-      mask with torch's ``bernoulli_`` (Philox).
+      against 37.5 ms at (32, 12, 128, 128)). The rate is p rounded to a multiple of 2⁻¹⁶
+      (0.1 → 0.100006); the kept values are multiplied by 1 / (1 - that rate) in fp32
+      arithmetic and rounded once (one ``addcmul`` forward and backward, as fast as a plain
+      product), so the expectation is exact in bf16 too (a bf16 factor would be 1.109 for
+      1.111: 0.16% low). GPUs draw the mask with torch's ``bernoulli_`` (Philox).
 
     * ``Unpadded``: a batch cut to its longest row still pads the shorter ones (fine-tuning
       sets: tweets of 10-60 tokens). While training (gradients on), the per-token layers
