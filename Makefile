@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# the library (with its dev extra) and the benchmarks (benchmarks/: their own distribution, not in bertpipe's wheel)
+PYPROJECTS := pyproject.toml benchmarks/pyproject.toml
+STAMP  := $(VENV)/.installed-$(shell cat $(PYPROJECTS) | cksum | cut -d' ' -f1)
 CACHE  ?= cache
 
 export PREFECT_HOME := $(CURDIR)/.prefect
@@ -12,9 +14,9 @@ export PREFECT_UI_URL := http://127.0.0.1:4200
 
 .PHONY: run test ui stop bench-data bench-train clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(PYPROJECTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' -e ./benchmarks
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # Local Prefect server (SQLite) + served deployments, then pretrain/tiny on the sample corpus.

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prefect import serve  # noqa: E402
 
 from bertpipe import tracking  # noqa: E402
-from bertpipe.experiments.pipeline import load_pipeline_config  # noqa: E402
+from bertpipe.pipeline import load_pipeline_config  # noqa: E402
 from bertpipe.experiments.sweep import load_sweep, sweep_names  # noqa: E402
 from flows.finetune import DEFAULT_TASKS, finetune_flow  # noqa: E402
 from flows.pretrain import pretrain_flow  # noqa: E402
@@ -34,6 +34,10 @@ DEPLOYMENTS = {
 def deployments():
     """Every deployment; its default parameters are the preset or sweep itself, so the run form opens
     filled with them, and a run's values are checked against the schema when the run is created."""
+    return [open_to_unknown_keys(d) for d in _declared()]
+
+
+def _declared():
     yield from (pretrain_flow.to_deployment(name, description=desc, tags=["bertpipe"], enforce_parameter_schema=True,
                                             parameters={"config": load_pipeline_config(name).model_dump(mode="json"),
                                                         "tags": tracking.preset_tags(name)})
@@ -45,6 +49,26 @@ def deployments():
     yield finetune_flow.to_deployment("default", enforce_parameter_schema=True, tags=["bertpipe"],
                                       parameters={"tasks": [t.model_dump(mode="json") for t in DEFAULT_TASKS]},
                                       description="fine-tune a checkpoint (parameter 'checkpoint') on the four shared tasks")
+
+
+def open_to_unknown_keys(deployment):
+    """The deployment with its parameter schema's ``additionalProperties: false`` removed. Types and
+    bounds are still checked when a run is created; an unknown key reaches the flow, whose strict
+    validation fails the run with a message naming the key's path and its nearest valid name
+    (Prefect's schema check would refuse the run with jsonschema's wording, naming neither)."""
+    def strip(node):
+        if isinstance(node, dict):
+            if node.get("additionalProperties") is False:
+                del node["additionalProperties"]
+            for value in node.values():
+                strip(value)
+        elif isinstance(node, list):
+            for value in node:
+                strip(value)
+
+    strip(deployment._parameter_openapi_schema.properties)
+    strip(deployment._parameter_openapi_schema.definitions)
+    return deployment
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ from typing import Any
 
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
-from bertpipe import tracking
-
 
 class StageProgress:
     """A stage's progress artifact, keyed ``<stage>-progress`` (one per stage of each flow run;
@@ -33,10 +31,9 @@ class StageProgress:
     def units(self, done: int, total: int) -> None:
         self.show(100.0 * done / max(total, 1))
 
-    def training(self, steps: int | None, tracking_uri: str, run_id: str) -> Callable[[dict[str, Any]], None]:
+    def training(self, steps: int | None, link: str) -> Callable[[dict[str, Any]], None]:
         """``on_metrics`` for a training of ``steps`` steps (None: each record's ``steps``, as
-        fine-tuning's over all its seeds): percent of steps, held-out figures."""
-        link = tracking.run_link(tracking_uri, run_id)
+        fine-tuning's over all its seeds): percent of steps, held-out figures with ``link`` (its MLflow run)."""
 
         def on_metrics(rec: dict[str, Any]) -> None:
             total = steps or rec.get("steps") or 1
@@ -45,7 +42,7 @@ class StageProgress:
             elif rec.get("split") == "eval":
                 rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in rec.items() if isinstance(v, float))
                 create_markdown_artifact(f"### Held-out figures at step {rec['step']} of {total}\n\n| metric | value |\n"
-                                         f"|---|---|\n{rows}\n\nMLflow run: {link}", key=f"{self.stage}-held-out",
+                                         f"|---|---|\n{rows}\n\nMLflow run: {link or '-'}", key=f"{self.stage}-held-out",
                                          description=f"{self.stage}: latest held-out figures")
 
         return on_metrics

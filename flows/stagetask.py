@@ -1,5 +1,10 @@
 """Running a stage as a Prefect task whose cache key is the stage's fingerprint.
 
+``prefect_submit`` is the ``submit`` the flows give ``bertpipe.pipeline.run_pipeline`` and
+``run_finetunes``: each planned job (a pipeline stage or a fine-tuning) runs as the ``stage``
+task, with a progress artifact, its units on the Dask cluster when there is one, and its
+training records sent to its MLflow run and to the flow-run page as they come.
+
 The fingerprint that names the output directory and tags the MLflow run is also Prefect's
 cache key, so "cached" means the same thing in Prefect, on disk and in MLflow. A task returns
 its StageResult as plain JSON data (``DataOnlyJSON``: no class names, nothing imported or
@@ -20,8 +25,13 @@ from typing import Any, Literal
 from prefect import task
 from prefect.serializers import Serializer
 
+from bertpipe import tracking
+from bertpipe.core.executors import units_executor
 from bertpipe.core.stage import StageResult, expect_fingerprint
 from bertpipe.core.stagedir import is_complete
+from bertpipe.pipeline import FinetuneJob, Job, Submit
+from bertpipe.pipeline.graph import MetricsSink
+from flows.progress import StageProgress
 
 
 class DataOnlyJSON(Serializer):
@@ -55,3 +65,30 @@ def submit(task_fn, root: Path, fp: str, *args: Any) -> tuple[StageResult, bool]
     future.wait()
     result = StageResult.model_validate(future.state.result())  # raises the task's exception if it failed
     return expect_fingerprint(result, fp), result.cached or future.state.name == "Cached"
+
+
+@stage_task(task_run_name="{name}")
+def stage(fp: str, name: str, job: Job | FinetuneJob, sink: MetricsSink | None, dask_address: str | None) -> dict:
+    """One job into ``root/<fp>``: units on the Dask cluster at ``dask_address`` (or the one this
+    task runs on) for the data stages, training records to ``sink`` and the flow-run page."""
+    progress = StageProgress(name)
+    link = tracking.run_link(sink.tracking_uri, sink.run_id) if isinstance(sink, tracking.MetricLogger) else ""
+    live = progress.training(getattr(job.planned.config, "steps", None), link)
+
+    def on_metrics(rec: dict[str, Any]) -> None:
+        if sink is not None:
+            sink(rec)
+        live(rec)
+
+    result = job.run(on_metrics=on_metrics, on_unit=progress.units, executor=lambda st: units_executor(st, dask_address))
+    progress.show(100.0)
+    return result.model_dump(mode="json")
+
+
+def prefect_submit(dask_address: str | None = None) -> Submit:
+    """A ``submit`` for the library's runner: each job as the cached ``stage`` task."""
+    def run(job: Job | FinetuneJob, sink: MetricsSink | None) -> StageResult:
+        result, cached = submit(stage, job.planned.root, job.planned.fingerprint, job.name, job, sink, dask_address)
+        return result.model_copy(update={"cached": cached})
+
+    return run

@@ -24,7 +24,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
 
 from bertpipe import tracking
-from bertpipe.experiments.pipeline import deep_merge
+from bertpipe.core.config import validate_config
+from bertpipe.core.keys import deep_merge
 from bertpipe.experiments.report import sweep_markdown
 from bertpipe.experiments.sweep import SweepSpec, load_sweep, sweep_params, sweep_tags, validate, variant_tags
 from flows.pretrain import pretrain_flow
@@ -37,17 +38,18 @@ def report_task(tracking_uri: str, experiment: str, sweep_run: str, out_dir: str
     return md
 
 
-@flow(name="sweep", log_prints=True, validate_parameters=True)
+@flow(name="sweep", log_prints=True, validate_parameters=False)  # the library validates, naming each bad key's path
 def sweep_flow(spec: SweepSpec, name: str = "custom", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train every variant of ``spec`` over its seeds and report (a deployment's default is a
     shipped sweep; its variants, seeds and shared overrides are on the run form).
 
     ``overrides``: JSON deep-merged into the sweep's shared overrides (e.g. fewer steps).
     """
+    spec = validate_config(SweepSpec, spec, source=f"sweep {name}")
     if overrides:
         spec = spec.model_copy(update={"overrides": deep_merge(spec.overrides, overrides)})
-    runs = validate(spec)  # every variant's config is checked before anything trains
-    cfg = runs[0][2]
+    runs = validate(spec, name)  # every variant's config is checked before anything trains
+    cfg = runs[0].config
     flow_run = get_run_context().flow_run
     run = tracking.PipelineRun(cfg.tracking_uri or tracking.default_tracking_uri(), spec.experiment,
                                f"sweep {name} {flow_run.name}", tracking.prefect_tags(str(flow_run.id)) | sweep_tags(name),
@@ -55,11 +57,11 @@ def sweep_flow(spec: SweepSpec, name: str = "custom", overrides: dict[str, Any] 
     ok = False
     try:
         ids = []
-        for variant, seed, variant_cfg in runs:
-            res = pretrain_flow(variant_cfg, parent_run_id=run.run_id,
-                                tags=variant_tags(name, variant, seed) | tracking.preset_tags(spec.preset))
+        for r in runs:
+            res = pretrain_flow(r.config, parent_run_id=run.run_id,
+                                tags=variant_tags(name, r.variant, r.seed) | tracking.preset_tags(spec.preset))
             ids.append(res["mlflow_run_id"])
-            get_run_logger().info("variant %r seed %d -> MLflow run %s", variant.name(), seed, res["mlflow_run_id"])
+            get_run_logger().info("variant %r seed %d -> MLflow run %s", r.variant.name(), r.seed, res["mlflow_run_id"])
         md = report_task(run.uri, spec.experiment, run.run_id, str(cfg.work_path() / "sweeps" / run.run_id), spec.paper)
         ok = True
         return {"mlflow_run_id": run.run_id, "runs": ids, "report": md}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bertpipe.experiments.pipeline import load_pipeline_config
+from bertpipe.pipeline import load_pipeline_config
 from tests.conftest import ROOT, SAMPLE
 
 BIN = Path(sys.executable).parent
@@ -144,6 +144,26 @@ def test_deployment_run_pretrain_base_end_to_end(tmp_path):
         (run,) = client.search_runs([client.get_experiment_by_name("form-run").experiment_id], "tags.`bertpipe.preset` = 'base'")
         assert run.data.params["shards.masking.masked_lm_prob"] == "0.4"
         assert run.data.params["pretrain.model.embedding_fusion"] == "concat"
+
+        # A misspelt key, in the form's config or in `--params` overrides, is let through by the schema and fails the
+        # flow run with the library's message, before any stage writes anything.
+        typo_form = json.loads(json.dumps(form))
+        typo_form["work_dir"] = str(tmp_path / "typo-form")
+        typo_form["shards"]["masking"]["masked_lm_probability"] = 0.4
+        typo_params = {"overrides": {**overrides, "work_dir": str(tmp_path / "typo-params"),
+                                     "pretrain": {**overrides["pretrain"], "optim": {"warmup_step": 1}}}}
+        for params, work, key, near in (({"config": typo_form}, "typo-form", "shards.masking.masked_lm_probability",
+                                         "did you mean `masked_lm_prob`?"),
+                                        (typo_params, "typo-params", "pretrain.optim.warmup_step",
+                                         "did you mean `warmup_steps` or `warmup_ratio`?")):
+            failed = call(f"{api}/deployments/{dep['id']}/create_flow_run", {"parameters": params})
+            wait_until(lambda: call(f"{api}/flow_runs/{failed['id']}")["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED"),
+                       300, "the misspelt run")
+            state = call(f"{api}/flow_runs/{failed['id']}")["state"]
+            assert state["type"] == "FAILED" and f"`{key}` is not a field; {near}" in state["message"], state
+            assert not (tmp_path / work).exists()
+            tasks = call(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [failed["id"]]}}})
+            assert tasks == [], tasks
 
         form["shards"]["masking"]["masked_lm_prob"] = 1.5  # refused when the run is created: no run, no stage
         with pytest.raises(urllib.error.HTTPError) as refused:

@@ -60,7 +60,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """Documents, a vocabulary, shards and a checkpoint, built once by the commands themselves."""
-    from bertpipe.bench.wikidump import write_jsonl
+    from benchmarks.wikidump import write_jsonl
 
     base = tmp_path_factory.mktemp("fault-inputs")
     write_jsonl(base / "corpus.jsonl", 10 << 20)  # 10 MB of real prose: three units of ingest, a second or two of work

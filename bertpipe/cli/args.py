@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from bertpipe.core.config import ConfigError, validate_config
+
 
 def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], FieldInfo]]:
     out = []
@@ -84,27 +86,28 @@ def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], ski
         group.add_argument(flag, **kwargs)
 
 
-def config_from_args(model: type[BaseModel], args: argparse.Namespace, base: dict[str, Any] | None = None, **fixed: Any) -> BaseModel:
-    """The config from ``base`` (e.g. a JSON file) and ``fixed`` values, overridden by the
-    flags that were given; exits with the validation message."""
+def config_from_args(model: type[BaseModel], args: argparse.Namespace, base: dict[str, Any] | None = None,
+                     source: str = "", **fixed: Any) -> BaseModel:
+    """The config from ``base`` (e.g. a JSON file, named by ``source`` in errors) and ``fixed``
+    values, overridden by the flags that were given; a ``ConfigError`` names each bad key or flag."""
+    # start from the full dump so nested defaults (e.g. a default_factory's) survive partial overrides
+    data: dict[str, Any] = validate_config(model, {**(base or {}), **fixed}, source=source).model_dump()
+    for key, value in vars(args).items():
+        if not key.startswith("cfg:") or value is None:
+            continue
+        node = data
+        *parents, leaf = key[4:].split(".")
+        for p in parents:
+            if node.get(p) is None:  # an optional nested config that was off
+                node[p] = {}
+            node = node[p]
+        node[leaf] = value
     try:
-        # start from the full dump so nested defaults (e.g. a default_factory's) survive partial overrides
-        data: dict[str, Any] = model.model_validate({**(base or {}), **fixed}).model_dump()
-        for key, value in vars(args).items():
-            if not key.startswith("cfg:") or value is None:
-                continue
-            node = data
-            *parents, leaf = key[4:].split(".")
-            for p in parents:
-                if node.get(p) is None:  # an optional nested config that was off
-                    node[p] = {}
-                node = node[p]
-            node[leaf] = value
         return model.model_validate(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():
             names = [x for x in err["loc"] if isinstance(x, str)]
             where = "--" + names[-1].replace("_", "-") if names else "options"
-            lines.append(f"  {where}: {err['msg']}")
-        raise SystemExit(f"invalid {model.__name__}:\n" + "\n".join(lines)) from None
+            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,39 +1,58 @@
 """``bertpipe bench ...``: the benchmarks, each printing its figures with a last line of one JSON object.
 
-Kept out of ``cli/main.py`` (the stage commands) and registered by ``add_commands``. Each
-subcommand only parses its flags and calls one function of ``bertpipe.bench``, imported when
-the subcommand runs, so ``bertpipe ingest`` never pays for importing transformers or the
-benchmarks' other peers.
+Kept out of ``cli/main.py`` (the stage commands) and registered by ``add_commands``. This is
+only the entry: each subcommand parses its flags here and calls one function of the
+``benchmarks`` package, imported when the subcommand runs, so parsing flags never imports
+torch, transformers or the benchmarks. ``benchmarks`` is not part of the bertpipe wheel (it
+imports the peers it measures against and reads data from the source checkout): a checkout
+installs it with ``make`` or ``pip install -e ./benchmarks``; without it, a bench subcommand
+says so in one line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
-# bertpipe.bench.finetune.SUITE's names (kept here so that parsing flags does not import torch)
-SUITE_TASKS = ("finefoods", "bible-paraphrase", "wnut16-ner", "wnut16-qa")
+from bertpipe.experiments.suite import TASKS as SUITE  # light: pydantic only, no torch
+
+NOT_INSTALLED = ("the benchmarks are not installed (they are not part of the bertpipe package): in a source checkout "
+                 "of bertpipe, run `make` or `pip install -e ./benchmarks`, then `bertpipe bench` again")
+
+
+def benchmark(name: str) -> ModuleType:
+    """The module ``benchmarks.<name>``; without the ``benchmarks`` package, one line and exit status 2."""
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    except ImportError as e:
+        if e.name not in ("benchmarks", f"benchmarks.{name}"):
+            raise  # installed, but something it imports is missing: that traceback says what
+        print(f"bertpipe bench: error: {NOT_INSTALLED}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _cmd_bench_train(args: argparse.Namespace) -> None:
-    from bertpipe.bench.train import bench_train
+    bench_train = benchmark("train").bench_train
 
     print(json.dumps(bench_train(steps=args.steps, repeats=args.repeats, profile=args.profile, with_compile=args.compile)))
 
 
 def _cmd_bench_gpu(args: argparse.Namespace) -> None:
-    from bertpipe.bench.gpu import PARTS, bench_gpu
+    gpu = benchmark("gpu")
 
-    res = bench_gpu(args.device, True if args.tiny else None, args.work, args.out, args.corpus, tuple(args.parts or PARTS),
-                    args.budget)
+    res = gpu.bench_gpu(args.device, True if args.tiny else None, args.work, args.out, args.corpus,
+                        tuple(args.parts or gpu.PARTS), args.budget)
     print(json.dumps(res))
     if not res["ok"]:
         raise SystemExit(1)
 
 
 def _cmd_bench_finetune(args: argparse.Namespace) -> None:
-    from bertpipe.bench.finetune import bench_finetune
+    bench_finetune = benchmark("finetune").bench_finetune
 
     precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
     print(json.dumps(bench_finetune(args.work, args.tasks, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
@@ -41,20 +60,20 @@ def _cmd_bench_finetune(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench_features(args: argparse.Namespace) -> None:
-    from bertpipe.bench.finetune import bench_features
+    bench_features = benchmark("finetune").bench_features
 
     print(json.dumps(bench_features(args.work, args.checkpoint, epochs=args.epochs, lr=args.lr, feature_lr=args.feature_lr,
                                     batch_size=args.batch_size)))
 
 
 def _cmd_bench_tiny(args: argparse.Namespace) -> None:
-    from bertpipe.bench.tiny import bench_tiny
+    bench_tiny = benchmark("tiny").bench_tiny
 
     print(json.dumps(bench_tiny(args.work, args.preset, json.loads(args.overrides) if args.overrides else None)))
 
 
 def _cmd_bench_quality(args: argparse.Namespace) -> None:
-    from bertpipe.bench.quality import bench_quality
+    bench_quality = benchmark("quality").bench_quality
 
     print(json.dumps(bench_quality(args.work, args.preset, json.loads(args.overrides) if args.overrides else None,
                                    [str(c) for c in args.corpus] if args.corpus else None, eval_points=args.eval_points,
@@ -64,7 +83,7 @@ def _cmd_bench_quality(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench_init(args: argparse.Namespace) -> None:
-    from bertpipe.bench.finetune import bench_init
+    bench_init = benchmark("finetune").bench_init
 
     print(json.dumps(bench_init(args.checkpoint, args.work, args.tasks, tuple(args.seeds),
                                 json.loads(args.settings) if args.settings else None,
@@ -72,19 +91,19 @@ def _cmd_bench_init(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench_scale(args: argparse.Namespace) -> None:
-    from bertpipe.bench.scale import bench_scale
+    bench_scale = benchmark("scale").bench_scale
 
     print(json.dumps(bench_scale(args.work, mb=args.mb, scale=args.scale, repeats=args.repeats)))
 
 
 def _cmd_bench_wiki(args: argparse.Namespace) -> None:
-    from bertpipe.bench.wiki import bench_wiki
+    bench_wiki = benchmark("wiki").bench_wiki
 
     bench_wiki(args.dump, args.work, processes=args.processes, repeats=args.repeats)  # prints its table and JSON
 
 
 def _cmd_bench_data(args: argparse.Namespace) -> None:
-    from bertpipe.bench.data import bench_data
+    bench_data = benchmark("data").bench_data
 
     print(json.dumps(bench_data(args.corpus, workers=args.workers, dupe_factor=args.dupe_factor, scale=args.scale,
                                  repeats=args.repeats)))
@@ -108,7 +127,7 @@ def add_commands(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs of each (stage, executor); the median is reported")
     p.set_defaults(func=_cmd_bench_scale)
     p = bsub.add_parser("wiki", help="MediaWiki ingest vs WikiExtractor on one dump: CPU-s, residue, words kept")
-    p.add_argument("dump", type=Path, help="MediaWiki XML dump (bertpipe.bench.wikidump writes one from real text)")
+    p.add_argument("dump", type=Path, help="MediaWiki XML dump (benchmarks.wikidump writes one from real text)")
     p.add_argument("--work", type=Path, default=Path("cache/bench-wiki"), help="where both outputs go")
     p.add_argument("--processes", type=int, default=1, help="processes for each extractor")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs of each; the median by CPU is reported")
@@ -154,7 +173,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_bench_quality)
     p = bsub.add_parser("finetune", help="fine-tuning MiniLM's real weights: ours vs a plain transformers loop, 4 shared tasks")
     p.add_argument("--work", type=Path, default=Path("cache/bench-finetune"), help="scratch folder")
-    p.add_argument("--tasks", nargs="+", choices=SUITE_TASKS, default=None)
+    p.add_argument("--tasks", nargs="+", choices=list(SUITE), default=None)
     p.add_argument("--epochs", type=float, default=None, help="override every task's epochs (default: per task)")
     p.add_argument("--lr", type=float, default=None, help="override every task's learning rate")
     p.add_argument("--batch-size", type=int, default=None, help="override every task's batch size")
@@ -168,7 +187,7 @@ def add_commands(sub) -> None:
     p = bsub.add_parser("init", help="a checkpoint vs random init of its architecture on the 4 shared tasks, over seeds")
     p.add_argument("checkpoint", type=Path, help="bertpipe checkpoint directory (e.g. RUN/final)")
     p.add_argument("--work", type=Path, default=Path("cache/bench-init"), help="scratch folder")
-    p.add_argument("--tasks", nargs="+", choices=SUITE_TASKS, default=None)
+    p.add_argument("--tasks", nargs="+", choices=list(SUITE), default=None)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--settings", help="JSON: per-task fine-tuning settings over the defaults, by task name")
     p.add_argument("--train-rows", help='JSON: training rows sampled per TSV task (default {"bible-paraphrase": 2000}; '

@@ -72,9 +72,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     from bertpipe.train.config import PretrainConfig
     from bertpipe.train.stage import TrainingInterrupted, pretrain_stage
 
-    cfg = config_from_args(PretrainConfig, args, json.loads(Path(args.config).read_text()) if args.config else None)
+    cfg = config_from_args(PretrainConfig, args, json.loads(Path(args.config).read_text()) if args.config else None,
+                           source=args.config or "")
     try:
-        res = pretrain_stage(args.shards, cfg, args.out, args.phase2_shards, resume=not args.no_resume)
+        res = pretrain_stage(args.shards, cfg, args.out, phase2=args.phase2_shards, resume=not args.no_resume)
     except TrainingInterrupted as e:
         logging.warning("%s", e)
         raise SystemExit(143) from None
@@ -106,7 +107,7 @@ def _cmd_finetune(args: argparse.Namespace) -> None:
     from bertpipe.tasks.finetune import finetune_stage
 
     cfg = config_from_args(FinetuneConfig, args, task=args.task)
-    res = finetune_stage(cfg, args.checkpoint, args.train, args.eval, args.out)
+    res = finetune_stage(args.checkpoint, args.train, args.eval, cfg, args.out)
     summary, main = res.manifest, res.manifest["main_metric"]
     print(res.summary())
     print(f"  {args.task}: {main} {summary[main]:.4f} ± {summary[main + '_std']:.4f} over seeds {summary['seeds']} "
@@ -231,8 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         args.func(args)
-    except (InputError, ValueError) as e:
-        print(f"bertpipe {args.command}: error: {e}", file=sys.stderr)
+    except (InputError, ValueError) as e:  # ConfigError included: one line per problem
+        for line in str(e).splitlines() or [type(e).__name__]:
+            print(f"bertpipe {args.command}: error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as e:  # the environment: a missing or unreadable path, --out under a file, a full disk
         print(f"bertpipe {args.command}: error: {environment_fault(e)}", file=sys.stderr)

@@ -15,14 +15,17 @@ import sys
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
-    from bertpipe.experiments.pipeline import load_pipeline_config
+    from bertpipe.core.config import ConfigError
     from bertpipe.experiments.plan import explain_plan, render_text
+    from bertpipe.pipeline import load_pipeline_config
     from bertpipe.tracking import default_tracking_uri
 
     overrides = json.loads(args.overrides) if args.overrides else {}
     if args.work_dir:
         overrides["work_dir"] = args.work_dir
     cfg = load_pipeline_config(args.preset, overrides)
+    if missing := cfg.missing_inputs():  # the run would stop on them before its first stage
+        raise ConfigError("\n".join(missing))
     shown = explain_plan(cfg, args.tracking_uri or cfg.tracking_uri or default_tracking_uri())
     print(shown.model_dump_json(indent=2) if args.json else render_text(shown, f"plan {args.preset}"))
 

@@ -10,9 +10,11 @@ running where they are called.
 
 The cluster's workers read the inputs and write into the stage's temporary directory, so both
 must be on storage every worker sees at the same path (NFS, a cluster filesystem, or one
-machine). A unit that fails fails the stage with its own error; Dask may retry a unit on
-another worker when one dies, and a retried unit writes the same bytes to the same file
-names, so the output never depends on where or how often a unit ran.
+machine). The stages plan their units with absolute paths, resolved in the caller's working
+directory, so relative paths mean what they mean to the caller, not to a worker. A unit that
+fails fails the stage with its own error; Dask may retry a unit on another worker when one
+dies, and a retried unit writes the same bytes to the same file names, so the output never
+depends on where or how often a unit ran.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ part that returns its documents' hashes; units run in parallel. Publishing then 
 across all files in input order (the first copy wins), keeping only 16-byte hashes in
 memory, so memory is bounded by the number of distinct documents, not the corpus size. A
 part without duplicates is renamed into place; only parts with duplicates are rewritten.
-The output is the same whatever the number of workers.
+The output is the same whatever the number of workers, and wherever they run: the units
+carry absolute paths (a Dask worker's working directory is not the caller's), while the
+manifest records the input paths as they were given.
 
 Skips are counted and reported, never silent: empty and binary files, documents shorter
 than ``min_doc_chars``, duplicates, unsupported files inside a directory. Errors that make
@@ -36,22 +38,15 @@ from pydantic import Field
 from bertpipe.core.fingerprint import hash_file
 from bertpipe.core.stage import MapUnits, Stage, StageResult, run_stage
 from bertpipe.core.stagedir import commit_file
-from bertpipe.data.readers import (
-    Format,
-    InputError,
-    ReadOptions,
-    ReadStats,
-    detect_format,
-    is_binary,
-    read_documents,
-    wide_encoding,
-)
+from bertpipe.data.formats import Format, codec_name, decide_text_format, detect_format, is_binary, wide_encoding
+from bertpipe.data.readers import InputError, ReadOptions, ReadStats, read_documents
 from bertpipe.data.spans import Span, plan_spans
 
 STAGE = "ingest"
 VERSION = 2  # 2: text is a fixed point of BERT's clean_text (see bertpipe.data.text)
 WIKITEXT_CLEANER = "wikitext-cleaner-2"  # 2: the scanner of bertpipe.data.wikitext (1: mwparserfromhell)
 WIDE_TEXT_READER = "utf16-32-reader-1"
+TEXT_FORMAT_IN_RUN_ENCODING = "text-format-in-run-encoding-1"
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -81,12 +76,17 @@ class IngestConfig(ReadOptions):
 
 @dataclass(frozen=True)
 class FileUnit:
-    """A span of one input file (``bertpipe.data.spans``), read into one raw Parquet part."""
+    """A span of one input file (``bertpipe.data.spans``), read into one raw Parquet part.
+
+    ``path`` and ``part`` are absolute, made so where the stage is planned: a unit may run in
+    another working directory (a Dask worker's). ``given`` is the input's path as the caller
+    named it, which the reports and the manifest record."""
 
     path: Path
     format: Format
     content_hash: str
     part: Path
+    given: str
     span: Span = Span()
 
 
@@ -145,7 +145,7 @@ def _doc_hash(sentences: list[str]) -> bytes:
 def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
     """Stream one file into a Parquet part; report its documents' hashes and sizes."""
     path, fmt, part, span = unit.path, unit.format, unit.part, unit.span
-    report = FileReport(str(path), fmt, unit.content_hash)
+    report = FileReport(unit.given, fmt, unit.content_hash)
     if path.stat().st_size == 0:
         report.status = "skipped:empty file"
         return report
@@ -223,13 +223,24 @@ class IngestStage(Stage[IngestConfig]):
         # without renaming the outputs of any other corpus (a VERSION bump would rename all)
         wide = any(f in ("text", "jsonl") and wide_encoding(p, self.cfg.encoding) for p, f in self.files)
         return (hashes + ([WIKITEXT_CLEANER] if any(f == "wiki" for _, f in self.files) else [])
-                + ([WIDE_TEXT_READER] if wide else []))
+                + ([WIDE_TEXT_READER] if wide else []) + ([TEXT_FORMAT_IN_RUN_ENCODING] if self._rejudged() else []))
+
+    def _rejudged(self) -> bool:
+        """Whether, in a run with another encoding than UTF-8, a plain-text file is judged lines or
+        prose differently in that encoding than decoded as UTF-8 (as the span planner judged it
+        before): only the corpora whose output that changes get a new name."""
+        enc = self.cfg.encoding
+        return self.cfg.text_format == "auto" and codec_name(enc) != "utf-8" and any(
+            f == "text" and not wide_encoding(p, enc) and decide_text_format(p, enc) != decide_text_format(p, "utf-8")
+            for p, f in self.files)
 
     def plan(self, out: Path) -> list[FileUnit]:
+        cfg, out = self.cfg, out.absolute()  # units carry absolute paths (see FileUnit); the reports, the names given
         spans = [(p, f, h, span) for (p, f), h in zip(self.files, self.upstream()[: len(self.files)], strict=True)
-                 for span in (plan_spans(p, f, self.cfg.text_format, self.cfg.doc_break_blank_lines)
-                              if not wide_encoding(p, self.cfg.encoding) else [Span()])]
-        return [FileUnit(p, f, h, out / f".raw-{i:05d}.parquet", span) for i, (p, f, h, span) in enumerate(spans)]
+                 for span in (plan_spans(p, f, cfg.text_format, cfg.doc_break_blank_lines, encoding=cfg.encoding)
+                              if not wide_encoding(p, cfg.encoding) else [Span()])]
+        return [FileUnit(p.absolute(), f, h, out / f".raw-{i:05d}.parquet", str(p), span)
+                for i, (p, f, h, span) in enumerate(spans)]
 
     def run_unit(self, unit: FileUnit) -> FileReport:
         return _ingest_file(unit, self.cfg)

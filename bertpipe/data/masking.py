@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class MaskingConfig(BaseModel):
     """What is predicted and how it is hidden. Defaults are BERT's."""
+
+    model_config = ConfigDict(extra="forbid")
 
     masked_lm_prob: float = Field(0.15, gt=0.0, lt=1.0, description="fraction of tokens to predict")
     # 20 at length 128 (BERT); use ~80 at length 512. Caps round(len * masked_lm_prob).

@@ -11,6 +11,10 @@ multi-GB JSONL or a Wikipedia dump never sits in memory whole. Formats:
 - Parquet: text/id/title column names configurable, read batch by batch;
 - MediaWiki XML(.bz2): see ``bertpipe.data.wiki``.
 
+Whether a file is plain text in BERT's line format (``auto``), how its bytes are opened and
+its encoding's shape are decided in ``bertpipe.data.formats``, which the span planner uses too,
+so a file reads the same whole or cut into spans.
+
 Bad input raises ``InputError`` naming the file, line or byte offset and the field; the
 caller decides whether that aborts the run or becomes a counted skip. Plain-text files are
 read as bytes line by line so that invalid UTF-8 is reported at its byte offset, or, in
@@ -19,26 +23,22 @@ read as bytes line by line so that invalid UTF-8 is reported at its byte offset,
 
 from __future__ import annotations
 
-import bz2
 import codecs
 import gzip
 import io
-import itertools
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from bertpipe.data.formats import Format, codec_name, decide_text_format, open_binary, wide_encoding
 from bertpipe.data.spans import Span
 from bertpipe.data.text import clean_text, split_paragraphs, split_sentences
-
-Format = Literal["text", "jsonl", "parquet", "wiki"]
-_TERMINAL = re.compile(r"[.!?:;\"'”’)\]]\s*$")
+from bertpipe.data.wiki import WikiStats, iter_wiki_pages
 
 
 class InputError(ValueError):
@@ -65,6 +65,8 @@ class ReadStats:
 class ReadOptions(BaseModel):
     """How a file's bytes become documents; ``IngestConfig`` extends it. Field names are CLI flags."""
 
+    model_config = ConfigDict(extra="forbid")
+
     text_field: str = Field("text", description="JSONL field / Parquet column holding the text")
     id_field: str = Field("id", description="JSONL field / Parquet column with a document id (optional in the data)")
     title_field: str = Field("title", description="JSONL field / Parquet column with a title (optional in the data)")
@@ -88,19 +90,6 @@ class ReadOptions(BaseModel):
     max_sentence_chars: int = Field(2000, ge=100, description="cut longer sentences at whitespace")
 
 
-def detect_format(path: Path) -> Format | None:
-    name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith((".xml", ".xml.bz2")):
-        return "wiki"
-    if name.endswith((".txt", ".txt.gz", ".txt.bz2", ".text")):
-        return "text"
-    return None
-
-
 def read_documents(path: Path, fmt: Format, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[RawDoc]:
     """The documents of ``span`` of the file (default: all of it), in file order."""
     readers = {"text": _read_text, "jsonl": _read_jsonl, "parquet": _read_parquet, "wiki": _read_wiki}
@@ -112,55 +101,6 @@ def read_documents(path: Path, fmt: Format, opts: ReadOptions, stats: ReadStats,
         if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
             raise InputError(f"{path}: cannot read ({e.strerror or e})") from e
         raise InputError(f"{path}: corrupt or unreadable file ({e})") from e
-
-
-def open_binary(path: Path) -> IO[bytes]:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if name.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    return open(path, "rb")
-
-
-# longest first: the UTF-32 LE mark starts with the UTF-16 LE one
-_BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
-
-
-def byte_order_mark(path: Path) -> str | None:
-    """The codec a file's byte-order mark names (utf-8-sig, utf-16, utf-32), or None."""
-    try:
-        with open_binary(path) as f:
-            head = f.read(4)
-    except (OSError, EOFError):
-        return None
-    return next((codec for bom, codec in _BOMS if head.startswith(bom)), None)
-
-
-def wide_encoding(path: Path, encoding: str) -> str | None:
-    """The codec when the file's newlines are not the single byte ``\\n`` (UTF-16/32, marked, or
-    the run's ``encoding``), else None: such files are decoded as one stream, never split."""
-    codec = byte_order_mark(path) if codec_name(encoding) == "utf-8" else encoding
-    if codec is None or codec == "utf-8-sig":
-        return None
-    return codec if len("\n".encode(codec)) > 1 else None
-
-
-def codec_name(encoding: str) -> str:
-    return codecs.lookup(encoding).name
-
-
-def is_binary(path: Path, encoding: str = "utf-8") -> bool:
-    """A NUL byte in the first 8 KiB (after decompression) marks a file as binary, unless it is
-    text in a UTF-16/32 encoding (marked, or the run's ``encoding``)."""
-    if wide_encoding(path, encoding):
-        return False
-    try:
-        with open_binary(path) as f:
-            return b"\x00" in f.read(8192)
-    except (OSError, EOFError):
-        return False  # let the reader report the corruption with its own message
 
 
 _PIECE = 1 << 20  # plain text: a longer line is read in pieces of at most 1 MiB, cut at whitespace
@@ -249,25 +189,10 @@ def _wide_lines(path: Path, codec: str, opts: ReadOptions, stats: ReadStats) -> 
                              "to substitute U+FFFD and count replacements") from None
 
 
-def looks_like_lines(sample: list[str]) -> bool:
-    """BERT format if most non-blank lines end like a sentence; wrapped prose rarely does."""
-    lines = [ln for ln in sample if ln.strip()]
-    if not lines:
-        return False
-    ending = sum(1 for ln in lines if _TERMINAL.search(ln))
-    return ending / len(lines) >= 0.6
-
-
 def _read_text(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[RawDoc]:
     mode = span.text_format or opts.text_format
-    lines = _decoded(path, opts, stats, span, limit=_PIECE)
-    head: list[tuple[int, str, bool]] = []
-    if mode == "auto":
-        for item in lines:
-            head.append(item)
-            if len(head) >= 400:
-                break
-        mode = "lines" if looks_like_lines([ln for _, ln, _ in head]) else "prose"
+    if mode == "auto":  # as the span planner decides it for the spans of this file
+        mode = decide_text_format(path, opts.encoding)
     stem = path.name
     first_line = 0  # of the current document: its id, the same whichever span reads it
     block: list[str] = []  # lines of the current paragraph (prose) or document (lines)
@@ -289,7 +214,7 @@ def _read_text(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Spa
             doc_sentences.extend(split_sentences(text, opts.max_sentence_chars))
         block.clear()
 
-    for lineno, line, cont in itertools.chain(head, lines):
+    for lineno, line, cont in _decoded(path, opts, stats, span, limit=_PIECE):
         if line.isspace() or not line:
             blanks += 1
             continue
@@ -387,8 +312,6 @@ def _read_parquet(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = 
 
 
 def _read_wiki(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span()) -> Iterator[RawDoc]:
-    from bertpipe.data.wiki import WikiStats, iter_wiki_pages
-
     wstats = WikiStats()
     for page in iter_wiki_pages(path, wstats, span):
         stats.records += 1

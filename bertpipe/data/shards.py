@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tokenizers.normalizers import BertNormalizer
 
 from bertpipe.core.fingerprint import sha256_file
@@ -53,6 +53,8 @@ SCHEMA_VERSION = 1
 
 class ShardsConfig(BaseModel):
     """Pair sampling and masking. Defaults are google-research/bert's, except dupe_factor."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_seq_length: int = Field(128, ge=8, le=8192, description="tokens per sequence including [CLS]/[SEP]")
     short_seq_prob: float = Field(0.1, ge=0.0, le=1.0, description="probability of a shorter random target length")
@@ -90,6 +92,8 @@ class BlockJob:
     bert_clean: bool  # the documents come from ingest's BERT-compatible cleaning
     cfg: ShardsConfig
     out: str
+    # the paths (pieces, tok_dir, out) are absolute, made so where the stage is planned: a unit
+    # may run in another working directory (a Dask worker's)
 
 
 def plan_blocks(docs_dir: Path, cfg: ShardsConfig) -> list[tuple[str, list[tuple[str, list[int]]]]]:
@@ -281,8 +285,10 @@ class ShardsStage(Stage[ShardsConfig]):
 
     def plan(self, out: Path) -> list[BlockJob]:
         bert_clean = bool(read_manifest(self.docs).get("bert_clean"))
-        return [BlockJob(i, split, tuple((p, tuple(r)) for p, r in pieces), str(self.tokenizer), bert_clean, self.cfg, str(out))
-                for i, (split, pieces) in enumerate(plan_blocks(self.docs, self.cfg))]
+        # absolute paths for the units (see BlockJob); the manifest keeps the tokenizer_dir given
+        docs, tok, out = self.docs.absolute(), str(self.tokenizer.absolute()), str(out.absolute())
+        return [BlockJob(i, split, tuple((p, tuple(r)) for p, r in pieces), tok, bert_clean, self.cfg, out)
+                for i, (split, pieces) in enumerate(plan_blocks(docs, self.cfg))]
 
     def run_unit(self, unit: BlockJob) -> dict[str, Any]:
         return build_shard(unit)

@@ -5,8 +5,8 @@ records, found by a short scan forward from each cut point:
 
 - plain text: a cut sits at the first non-blank line after a run of blank lines that ends a
   document (one blank line in BERT's ``lines`` format, ``doc_break_blank_lines`` in prose);
-  ``auto`` format is decided once per file here, from its first 400 lines, and fixed for every
-  span, as a whole-file read decides it;
+  ``auto`` format is decided once per file here, from its first 400 lines in the run's encoding,
+  and fixed for every span, by the rule a whole-file read uses (``bertpipe.data.formats``);
 - JSONL: at a line start;
 - MediaWiki XML: at a ``<page>`` start (spans hold whole pages; the reader wraps them in a root);
   a multistream ``.xml.bz2`` (Wikipedia's own format) at a bzip2 stream start;
@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from bertpipe.data.formats import compressed, decide_text_format
+
 UNIT_BYTES = 4 << 20  # 4 MiB of input per unit: about half a second of work, bounded memory, units enough to balance workers
 _SCAN = 1 << 20
 _PAGE = re.compile(rb"<page[\s>]")
@@ -54,18 +56,16 @@ class Span:
         return self.start == 0 and self.end is None
 
 
-def compressed(path: Path) -> bool:
-    return path.name.lower().endswith((".gz", ".bz2"))
-
-
-def plan_spans(path: Path, fmt: str, text_format: str, doc_break_blank_lines: int, unit_bytes: int | None = None) -> list[Span]:
-    """The spans of one input file (one whole-file span when it is small or compressed)."""
+def plan_spans(path: Path, fmt: str, text_format: str, doc_break_blank_lines: int, unit_bytes: int | None = None,
+               encoding: str = "utf-8") -> list[Span]:
+    """The spans of one input file (one whole-file span when it is small or compressed);
+    ``encoding``: the run's (``ReadOptions.encoding``), for deciding ``auto`` as the reader does."""
     unit_bytes = unit_bytes or UNIT_BYTES
     if fmt == "parquet":
         return _parquet_spans(path, unit_bytes)
     mode = text_format
     if fmt == "text" and mode == "auto":
-        mode = _decide_format(path)
+        mode = decide_text_format(path, encoding)
     size = path.stat().st_size
     if fmt == "wiki" and path.name.lower().endswith(".bz2") and size > unit_bytes:
         return _bz2_stream_spans(path, size, unit_bytes)
@@ -92,18 +92,6 @@ def plan_spans(path: Path, fmt: str, text_format: str, doc_break_blank_lines: in
     bounds = cuts[1:] + [end]
     return [Span(start, stop, line, mode if fmt == "text" else None)
             for start, stop, line in zip(cuts, bounds, lines, strict=True)]
-
-
-def _decide_format(path: Path) -> str:
-    from bertpipe.data.readers import looks_like_lines, open_binary
-
-    head = []
-    with open_binary(path) as f:
-        for raw in f:
-            head.append(raw.decode("utf-8", errors="replace"))
-            if len(head) >= 400:
-                break
-    return "lines" if looks_like_lines(head) else "prose"
 
 
 def _next_line(f, pos: int) -> int | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 from xml.parsers.expat import ErrorString
 
+from bertpipe.data.formats import open_binary
 from bertpipe.data.spans import Span
 from bertpipe.data.wikitext import wikitext_to_text
 
@@ -58,9 +59,9 @@ def iter_wiki_pages(path: Path, stats: WikiStats | None = None, span: Span = Spa
     """
     path = Path(path)
     stats = stats if stats is not None else WikiStats()
-    compressed = path.suffix == ".bz2"
+    compressed = path.name.lower().endswith(".bz2")  # as the span planner and the readers name it
     if span.whole:
-        stream: IO[bytes] = bz2.open(path, "rb") if compressed else path.open("rb")
+        stream: IO[bytes] = open_binary(path)
     else:
         raw = path.open("rb")
         stream = io.BufferedReader(_Chunks(_whole_pages(_span_data(raw, span, compressed))), 1 << 20)

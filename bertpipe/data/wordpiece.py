@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 from tokenizers.processors import TemplateProcessing
@@ -50,6 +50,8 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 class WordPieceConfig(BaseModel):
     """Vocabulary options. With ``vocab_file`` set, training options are ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
     vocab_size: int = Field(30522, ge=len(SPECIAL_TOKENS) + 1, description="target vocabulary size (BERT: 30522)")
     cased: bool = Field(False, description="keep case and accents (BERT-cased); default lowercases and strips accents")

@@ -31,17 +31,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from bertpipe.core.fingerprint import hash_file
-from bertpipe.core.stage import Stage
+from bertpipe.core.keys import flatten
 from bertpipe.core.stagedir import build_seconds, is_complete, read_manifest
 from bertpipe.data.ingest import IngestStage
-from bertpipe.data.shards import ShardsStage
-from bertpipe.data.wordpiece import WordPieceStage
 from bertpipe.experiments.estimate import Context, Estimate, corpus_bytes, duration, estimate, mlflow_durations, work
-from bertpipe.experiments.pipeline import ROOTS, PipelineConfig, PlannedStage, plan
-from bertpipe.train.stage import PretrainStage
-
-STAGES: dict[str, type[Stage]] = {"ingest": IngestStage, "wordpiece": WordPieceStage, "shards": ShardsStage,
-                                  "phase2": ShardsStage, "pretrain": PretrainStage}
+from bertpipe.pipeline.config import PipelineConfig
+from bertpipe.pipeline.graph import NODES, PlannedStage, plan
 
 
 class Change(BaseModel):
@@ -122,7 +117,7 @@ def explain_plan(cfg: PipelineConfig, tracking_uri: str | None = None) -> Pipeli
 
 def _explain_miss(st: PlannedStage, cfg: PipelineConfig, fps: dict[str, str], files: list[tuple[str, str]],
                   ctx: Context, durations: dict[str, float], work_dir: Path) -> StagePlan:
-    cls = STAGES[st.name]
+    cls = NODES[st.name].stage
     mine = {"config": cls.fingerprint_config(st.config), "version": cls.version,
             "upstream": _planned_upstream(st, cfg, fps), "files": files}
     scored = []
@@ -194,16 +189,6 @@ def diff(kind: str, manifest: dict[str, Any], mine: dict[str, Any]) -> list[Chan
     return changes
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts → dotted keys (``masking.masked_lm_prob``); lists stay values."""
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out |= flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return {prefix: obj}
-
-
 def _outputs(root: Path, kind: str) -> list[tuple[Path, dict[str, Any]]]:
     """Complete outputs of stage ``kind`` under ``root`` with their manifests."""
     if not root.is_dir():
@@ -220,7 +205,7 @@ def _outputs(root: Path, kind: str) -> list[tuple[Path, dict[str, Any]]]:
 def _past_context(kind: str, manifest: dict[str, Any], work_dir: Path) -> Context:
     """The work measures of an earlier output, following its upstream manifests in the work dir."""
     def upstream_manifest(stage: str, fp: str | None) -> dict[str, Any]:
-        path = work_dir / ROOTS[stage] / fp if fp else None
+        path = work_dir / NODES[stage].root / fp if fp else None
         return read_manifest(path) if path is not None and is_complete(path) else {}
 
     up = recorded_upstream(kind, manifest)

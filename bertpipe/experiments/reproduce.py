@@ -5,21 +5,24 @@ pipeline runs log; for runs made before it, the flattened params, parsed back an
 warns when the code that would run differs from the run's (git commit, uncommitted changes,
 library versions), checks that the rebuilt config plans the fingerprints the run recorded
 (``bertpipe.fp.<stage>`` tags) before computing anything, re-runs the pipeline into a fresh
-work dir with ``run_pipeline`` (tracked in the same store, tagged ``bertpipe.reproduces``),
+work dir with the library's ``run_pipeline`` (tracked in the same store by an
+``MlflowTracker``, tagged ``bertpipe.reproduces``),
 and sets the two runs side by side: every stage's fingerprint, and every metric of the
 parent run and of its stage runs (a stage served from cache contributes the metrics of the
 run that built it). Timing figures (seconds, tokens/s, MFU) are shown but
 not compared. A deterministic CPU run must match exactly (``==`` on the stored floats); on
 other hardware the differences are reported, not hidden.
 
-``run_pipeline`` runs the stages the ``pretrain`` flow runs with the same library calls
-(``pipeline.plan``, ``build_stage``, ``run_stage``, ``expect_fingerprint``), in order, in this
-process, and makes the same MLflow records (``tracking.PipelineRun``: the config as params and
-as JSON, the planned fingerprints as tags, a child run per stage, the final held-out figures,
-fine-tuning scores per checkpoint). It is not the flow because ``bertpipe reproduce`` runs from
-a terminal without a Prefect server (the library never imports Prefect); the flow's Prefect
-extras (cache records, progress artifacts, Dask units) do not change what a stage computes,
-and each result is checked against the plan as the flow checks it.
+The stages run through ``bertpipe.pipeline.run_pipeline``, the loop the ``pretrain`` flow runs,
+in this process and with the same MLflow records (the config as params and as JSON, the
+planned fingerprints as tags, a child run per stage, the final held-out figures, fine-tuning
+scores per checkpoint). Only the flow's Prefect extras (cache records, progress artifacts,
+Dask units) are absent, and they do not change what a stage computes; ``bertpipe reproduce``
+runs from a terminal without a Prefect server.
+
+Old runs' configs load through the same strict validation as new ones: a key that has been
+retired since is mapped with a warning (``bertpipe.pipeline.config.RETIRED``), any other
+unknown key is an error naming it.
 
 Trade-off: a fresh work dir recomputes every stage, including data stages another cache
 already holds; reusing them would make the check weaker (an output is only named by its
@@ -31,21 +34,20 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from bertpipe import tracking
-from bertpipe.core.settings import base_dir, resolve
-from bertpipe.core.stage import StageResult, expect_fingerprint, run_stage
-from bertpipe.experiments.pipeline import PipelineConfig, build_stage, plan, stage_fingerprints
-from bertpipe.tasks.finetune import FinetuneStage, task_metrics
-from bertpipe.tracking import client_for, default_tracking_uri, tags
+from bertpipe.core.config import path_text
+from bertpipe.core.keys import unflatten
+from bertpipe.core.settings import base_dir
+from bertpipe.pipeline.config import PipelineConfig, pipeline_config
+from bertpipe.pipeline.graph import stage_fingerprints
+from bertpipe.pipeline.runner import in_process, run_pipeline
+from bertpipe.tracking import MlflowTracker, client_for, default_tracking_uri, tags
 from bertpipe.tracking.lineage import LIBRARIES, code_tags
-from bertpipe.tracking.runs import CONFIG_ARTIFACT, log_config
-from bertpipe.train.stage import checkpoints_at
+from bertpipe.tracking.runs import CONFIG_ARTIFACT
 
 TIMING = ("seconds", "tokens_per_s", "mfu", "peak_tflops")  # metric names holding these are timings
 
@@ -98,7 +100,7 @@ def reproduce(run_id: str, tracking_uri: str | None = None, work_dir: str | Path
         raise ReproduceError(f"run {run.info.run_id} is not a pipeline run: it has no {tags.PLANNED}<stage> tags")
     config, source = recorded_config(client, run)
     work = _fresh(work_dir, run.info.run_id)
-    cfg = PipelineConfig.model_validate(config | {"work_dir": str(work), "tracking_uri": uri})
+    cfg = pipeline_config(config, {"work_dir": str(work), "tracking_uri": uri}, source=f"run {run.info.run_id}")
     warnings = code_warnings(run.data.tags)
     for w in warnings:
         log(f"warning: {w}")
@@ -109,67 +111,14 @@ def reproduce(run_id: str, tracking_uri: str | None = None, work_dir: str | Path
                              + ", ".join(f"{s}: {a} → {b}" for s, a, b in ((s, *v) for s, v in sorted(bad.items())))
                              + "): the corpus files or the code that names outputs changed since; --force runs it anyway")
     log(f"re-running {run.info.run_name} ({run.info.run_id}) into {work}")
-    out = run_pipeline(cfg, f"reproduce {run.info.run_name}", {tags.REPRODUCES: run.info.run_id}, progress=progress, log=log)
+    tracker = MlflowTracker(uri, cfg.experiment, f"reproduce {run.info.run_name}", {tags.REPRODUCES: run.info.run_id})
+    done = run_pipeline(cfg, submit=in_process(progress=progress), tracker=tracker, log=log)
+    out = {"mlflow_run_id": done.run_id, "stages": done.fingerprints()}
     made = {**recorded, **stage_run_fingerprints(client, run.info.run_id)}
     return Reproduction(run_id=run.info.run_id, reproduced_run_id=out["mlflow_run_id"], work_dir=str(work),
                         config_source=source, warnings=warnings,
                         fingerprints={s: (made.get(s), out["stages"].get(s)) for s in [*out["stages"], *sorted(made.keys() - out["stages"].keys())]},
                         metrics=compare(run_metrics(client, run.info.run_id), run_metrics(client, out["mlflow_run_id"])))
-
-
-# ------------------------------------------------------------------------------ running, without Prefect
-
-def run_pipeline(cfg: PipelineConfig, name: str, run_tags: dict[str, str] | None = None, *, progress: bool = False,
-                 log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Every stage of ``cfg`` (built, or reused when complete in its work dir), tracked in MLflow
-    under ``name``; returns the MLflow run id, each stage's fingerprint and the final model."""
-    stages = plan(cfg)
-    fingerprints = {st.name: st.fingerprint for st in stages}
-    config = cfg.model_dump(mode="json")
-    run = tracking.PipelineRun(cfg.tracking_uri or tracking.default_tracking_uri(), cfg.experiment, name,
-                               tracking.pipeline_tags(fingerprints) | (run_tags or {}), config)
-    log_config(run.client, run.run_id, config)
-    ok = False
-    try:
-        done: dict[str, StageResult] = {}
-        for st in stages:
-            child = run.open_stage(st.name, st.fingerprint, st.config.model_dump(mode="json"))
-            stage = build_stage(cfg, st.name, {n: done[n] for n in st.needs}, on_metrics=tracking.metric_logger(run.uri, child))
-            result = expect_fingerprint(run_stage(stage, st.root, progress=progress), st.fingerprint)
-            inputs = tracking.stage_inputs(st.name, [done[n] for n in st.needs], cfg.corpus_paths())
-            done[st.name] = run.close_stage(child, result, result.cached, inputs)
-            log(f"{st.name}: {'cached' if result.cached else 'built'} {result.path}")
-        model = done["pretrain"]
-        run.log({f"final_{k}": v for k, v in (model.manifest.get("eval") or {}).items()} | {"parameters": model.manifest["parameters"]})
-        for step, ckpt in checkpoints_at(model, cfg.evaluate_steps) if cfg.evaluate else []:
-            scores = _finetune(cfg, str(ckpt), run, name)
-            run.log({f"{t}_{k}": v for t, m in scores.items() for k, v in m.items() if not k.endswith("_std")}, step=step)
-            log(f"fine-tuned step {step}: {scores}")
-        ok = True
-        return {"mlflow_run_id": run.run_id, "stages": {n: r.fingerprint for n, r in done.items()},
-                "model": str(model.file(model.manifest["final"]))}
-    finally:
-        run.finish(ok)
-
-
-def _finetune(cfg: PipelineConfig, checkpoint: str, parent: tracking.PipelineRun, name: str) -> dict[str, dict[str, float]]:
-    """The ``finetune`` flow's work on one checkpoint: each task's stage and MLflow child run."""
-    run = tracking.PipelineRun(parent.uri, cfg.experiment, f"finetune {name}", tracking.checkpoint_tags(checkpoint),
-                               {"checkpoint": checkpoint}, parent.run_id)
-    root, results, ok = cfg.work_path() / "finetune", {}, False
-    try:
-        for item in cfg.evaluate:
-            train, evaluation = resolve(item.train), resolve(item.eval)
-            stage = FinetuneStage(item.config, checkpoint, train, evaluation)
-            child = run.open_stage(f"finetune:{item.name}", stage.fingerprint(), item.config.model_dump(mode="json"))
-            result = run_stage(stage, root)
-            run.close_stage(child, result, result.cached, tracking.finetune_inputs(checkpoint, str(train), str(evaluation)))
-            results[item.name] = task_metrics(result.manifest)
-            run.log({f"{item.name}_{k}": v for k, v in results[item.name].items() if not k.endswith("_std")})
-        ok = True
-        return results
-    finally:
-        run.finish(ok)
 
 
 # ------------------------------------------------------------------------------ the recorded run
@@ -187,27 +136,17 @@ def recorded_config(client, run) -> tuple[dict[str, Any], Literal["artifact", "p
 def config_from_params(params: dict[str, str]) -> dict[str, Any]:
     """Flattened params (``shards.masking.masked_lm_prob``) → the nested config, values parsed
     back from their string form; a string field that reads as a number is restored as written."""
-    nested: dict[str, Any] = {}
-    for key, raw in params.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = _parse(raw)
-    for _ in range(len(params)):
+    as_written: set[str] = set()
+    for _ in range(len(params) + 1):
+        nested = unflatten({key: raw if key in as_written else _parse(raw) for key, raw in params.items()})
         try:
             PipelineConfig.model_validate(nested)
             break
         except ValidationError as e:
-            wrong = [err["loc"] for err in e.errors() if err["type"] == "string_type"
-                     and ".".join(map(str, err["loc"])) in params]
-            if not wrong:
+            wrong = {key for err in e.errors() if err["type"] == "string_type" and (key := path_text(err["loc"])) in params}
+            if not wrong - as_written:
                 break  # another error: the caller's validation reports it
-            for loc in wrong:
-                node = nested
-                for p in loc[:-1]:
-                    node = node[p]
-                node[loc[-1]] = params[".".join(map(str, loc))]
+            as_written |= wrong
     return nested
 
 

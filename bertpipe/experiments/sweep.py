@@ -20,10 +20,15 @@ import itertools
 import json
 from typing import Any
 
+from typing import NamedTuple
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bertpipe.core.config import ConfigError, validate_config
+from bertpipe.core.keys import deep_merge, dotted, unflatten
 from bertpipe.core.settings import json_names, named_json
-from bertpipe.experiments.pipeline import PipelineConfig, deep_merge, load_pipeline_config
+from bertpipe.pipeline.config import PipelineConfig, load_pipeline_config
+from bertpipe.tasks.config import FinetuneConfig
 from bertpipe.tracking import tags
 
 
@@ -77,21 +82,13 @@ def sweep_names() -> list[str]:
 def load_sweep(name: str, **changes: Any) -> SweepSpec:
     """Sweep ``name`` (shipped in ``bertpipe/experiments/sweeps/`` or in ``BERTPIPE_SWEEPS``) with
     fields replaced by ``changes`` (None: keep)."""
-    spec = SweepSpec.model_validate_json(named_json("sweeps", name))
+    spec = validate_config(SweepSpec, json.loads(named_json("sweeps", name)), source=f"sweep {name}")
     return spec.model_copy(update={k: v for k, v in changes.items() if v is not None}) if changes else spec
-
-
-def dotted(key: str, value: Any) -> dict[str, Any]:
-    """``"shards.masking.masked_lm_prob", 0.4`` → nested override dict."""
-    out: dict[str, Any] = value
-    for part in reversed(key.split(".")):
-        out = {part: out}
-    return out
 
 
 def variant_overrides(spec: SweepSpec, variant: Variant, seed: int) -> dict[str, Any]:
     """The pipeline overrides of one (variant, seed) run."""
-    shared = {k: v for k, v in spec.overrides.items() if not k.startswith("finetune.")}
+    shared = unflatten({k: v for k, v in spec.overrides.items() if not k.startswith("finetune.")})  # nested or dotted
     out = deep_merge(shared, {"experiment": spec.experiment})
     for key, value in variant.changes.items():
         if not key.startswith("finetune."):
@@ -102,19 +99,32 @@ def variant_overrides(spec: SweepSpec, variant: Variant, seed: int) -> dict[str,
         tasks = out.get("evaluate")
         if tasks is None:
             tasks = [t.model_dump(mode="json") for t in load_pipeline_config(spec.preset, out).evaluate]
-        out["evaluate"] = [deep_merge(t, {"config": deep_merge(t.get("config", {}), _nest(ft))}) for t in tasks]
+        out["evaluate"] = [deep_merge(t, {"config": deep_merge(t.get("config", {}), unflatten(ft))}) for t in tasks]
     return out
 
 
-def validate(spec: SweepSpec) -> list[tuple[Variant, int, PipelineConfig]]:
-    """Every (variant, seed) run's validated config, before anything is trained."""
+class SweepRun(NamedTuple):
+    """One pretraining of a sweep: a variant at a seed, and its validated pipeline config."""
+
+    variant: Variant
+    seed: int
+    config: PipelineConfig
+
+
+def validate(spec: SweepSpec, name: str = "custom") -> list[SweepRun]:
+    """Every (variant, seed) run's validated config, before anything is trained; an error names the
+    sweep, the variant and the key's path."""
     runs = []
     for v in spec.expand():
+        source = f"sweep {name}, variant {v.name()!r}"
+        ft = {k.removeprefix("finetune."): x for k, x in (spec.overrides | v.changes).items() if k.startswith("finetune.")}
+        if ft:  # checked on their own, so that an error names `finetune.<key>`, not one task's copy of it
+            validate_config(FinetuneConfig, unflatten(ft), source=source, at="finetune")
         for seed in spec.seeds:
-            cfg = load_pipeline_config(spec.preset, variant_overrides(spec, v, seed))
-            if any(k.startswith("finetune.") for k in spec.overrides | v.changes) and not cfg.evaluate:
-                raise ValueError(f"variant {v.name()!r} changes fine-tuning but the sweep evaluates no task")
-            runs.append((v, seed, cfg))
+            cfg = load_pipeline_config(spec.preset, variant_overrides(spec, v, seed), source=source)
+            if ft and not cfg.evaluate:
+                raise ConfigError(f"{source}: changes fine-tuning (`finetune.*`) but the sweep evaluates no task")
+            runs.append(SweepRun(v, seed, cfg))
     return runs
 
 
@@ -134,13 +144,6 @@ def variant_tags(spec_name: str, variant: Variant, seed: int) -> dict[str, str]:
     """MLflow tags that let the report regroup runs: sweep, variant label and changes, seed."""
     return {tags.SWEEP_NAME: spec_name, tags.VARIANT: variant.name(),
             tags.VARIANT_CHANGES: json.dumps(variant.changes, sort_keys=True), tags.SEED: str(seed)}
-
-
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in flat.items():
-        out = deep_merge(out, dotted(k, v))
-    return out
 
 
 def _short(v: Any) -> str:

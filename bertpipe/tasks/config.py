@@ -10,9 +10,11 @@ fingerprint as it was (see ``dropout`` and ``precision``).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from bertpipe.core.config import validate_config
 
 Task = Literal["classify", "pair", "qa", "tag"]
 Features = Literal["embeddings", "last", "second_to_last", "sum_last4", "concat_last4", "sum_all"]
@@ -21,6 +23,8 @@ Pooling = Literal["cls", "mean", "max"]
 
 class FinetuneConfig(BaseModel):
     """One fine-tuning run (or grid) on one task."""
+
+    model_config = ConfigDict(extra="forbid")
 
     task: Task = Field("classify", description="classify (single sentence), pair, qa (extractive), tag (token tagging)")
     # The paper's grid values; 3e-5 / 32 / 3 epochs sits in the middle of it.
@@ -53,7 +57,14 @@ class FinetuneConfig(BaseModel):
 class EvalTask(BaseModel):
     """One downstream task for the flows: files and the fine-tuning options."""
 
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="label in MLflow and in the output folder")
     train: str = Field(description="training file (relative paths: project folder)")
     eval: str = Field(description="evaluation file")
     config: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+
+def eval_tasks(items: list[Any], source: str = "") -> list[EvalTask]:
+    """Plain data (or tasks) → validated tasks; an error names the item and the key (``tasks[1].config.lr``)."""
+    return [validate_config(EvalTask, t, source=source, at=f"tasks[{i}]") for i, t in enumerate(items)]

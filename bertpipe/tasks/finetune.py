@@ -342,7 +342,7 @@ class FinetuneStage(Stage[FinetuneConfig]):
         return summary
 
 
-def finetune_stage(cfg: FinetuneConfig, checkpoint: str | Path, train: str | Path, eval: str | Path,  # noqa: A002
-                   root: str | Path) -> StageResult:
-    """``finetune`` into ``root/<fingerprint>/`` (published atomically), or the finished output found there."""
-    return run_stage(FinetuneStage(cfg, checkpoint, train, eval), root)
+def finetune_stage(checkpoint: str | Path, train: str | Path, eval: str | Path, cfg: FinetuneConfig,  # noqa: A002
+                   out_root: str | Path) -> StageResult:
+    """``finetune`` into ``out_root/<fingerprint>/`` (published atomically), or the finished output found there."""
+    return run_stage(FinetuneStage(cfg, checkpoint, train, eval), out_root)

@@ -19,6 +19,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from bertpipe.core.keys import flatten as dotted_keys
 from bertpipe.core.settings import base_dir
 from bertpipe.tracking import tags
 
@@ -50,12 +51,7 @@ def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None = 
 
 def flatten(prefix: str, obj: Any) -> dict[str, str]:
     """Nested config → MLflow params (``shards.masking.masked_lm_prob``), values as strings."""
-    if isinstance(obj, dict):
-        out: dict[str, str] = {}
-        for k, v in obj.items():
-            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
-        return out
-    return {prefix: json.dumps(obj) if isinstance(obj, list | tuple) else str(obj)}
+    return {k: json.dumps(v) if isinstance(v, list | tuple) else str(v) for k, v in dotted_keys(obj, prefix).items()}
 
 
 def start_run(client: MlflowClient, exp_id: str, name: str, run_tags: dict[str, str], params: dict[str, str]) -> str:

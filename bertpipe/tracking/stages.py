@@ -14,6 +14,8 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +104,30 @@ def stage_metrics(result: StageResult) -> dict[str, float]:
 THROUGHPUT = ("tokens_per_s", "mfu", "peak_tflops")
 
 
-def metric_logger(tracking_uri: str, run_id: str) -> Callable[[dict[str, Any]], None]:
-    """``on_metrics`` for pretraining: its start record's parameter count and matmul peak, and
-    every train/eval record (``split_key``, but ``THROUGHPUT`` under its own names)."""
-    client = client_for(tracking_uri)
+@lru_cache(maxsize=16)
+def _client(tracking_uri: str) -> MlflowClient:
+    return client_for(tracking_uri)
 
-    def log(rec: dict[str, Any]) -> None:
+
+@dataclass(frozen=True)
+class MetricLogger:
+    """``on_metrics`` for pretraining: its start record's parameter count and matmul peak, and every
+    train/eval record (``<split>_<key>``, but ``THROUGHPUT`` under its own names). Plain data, so
+    that it travels to a Prefect task or a Dask worker."""
+
+    tracking_uri: str
+    run_id: str
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        client = _client(self.tracking_uri)
         if rec.get("event") == "start":
-            log_metrics(client, run_id, {k: rec[k] for k in ("parameters", "peak_tflops") if k in rec}, step=rec["step"])
+            log_metrics(client, self.run_id, {k: rec[k] for k in ("parameters", "peak_tflops") if k in rec}, step=rec["step"])
         if rec.get("split") in ("train", "eval"):
-            log_metrics(client, run_id, {k if k in THROUGHPUT else f"{rec['split']}_{k}": v for k, v in rec.items()
-                                         if k not in ("split", "step", "phase")}, step=rec["step"])
+            log_metrics(client, self.run_id, {k if k in THROUGHPUT else f"{rec['split']}_{k}": v for k, v in rec.items()
+                                              if k not in ("split", "step", "phase")}, step=rec["step"])
 
-    return log
+
+metric_logger = MetricLogger  # ``metric_logger(tracking_uri, run_id)``: pretraining's ``on_metrics``
 
 
 def run_link(tracking_uri: str, run_id: str) -> str:

@@ -53,12 +53,13 @@ import torch
 import torch.distributed as dist
 
 from bertpipe.core.stagedir import atomic_dir
-from bertpipe.data.loader import ShardDataset, load_shards_manifest
+from bertpipe.data.loader import ShardDataset
 from bertpipe.model import hf
-from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
+from bertpipe.model.bert import BertForPreTraining, pretraining_loss
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
 from bertpipe.train.flops import model_peak, peak_dtype, train_flops
 from bertpipe.train.hostmem import keep_freed_memory
+from bertpipe.train.inputs import Phase, read_inputs
 from bertpipe.train.optim import build_optimizer, build_scheduler
 from bertpipe.train.runstate import capture_rng, restore_rng
 
@@ -143,10 +144,11 @@ class _Run:
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision fp16 needs CUDA (for its gradient scaling); use bf16 on CPU")
         n2 = round(cfg.steps * cfg.phase2_fraction) if shards2 is not None else 0
-        self.phases = [(Path(shards), cfg.steps - n2, cfg.batch_size)]
+        self.phases = [Phase(Path(shards), cfg.steps - n2, cfg.batch_size)]
         if shards2 is not None:
-            self.phases.append((Path(shards2), n2, cfg.phase2_batch_size or cfg.batch_size))
-        mcfg = self._check_inputs()
+            self.phases.append(Phase(Path(shards2), n2, cfg.phase2_batch_size or cfg.batch_size))
+        self.inputs = read_inputs(cfg, self.phases)
+        mcfg, self.use_nsp, self.ltr = self.inputs.model, self.inputs.use_nsp, self.inputs.ltr
         if not resume and list(self.ckpt_root.glob("step-*")):
             raise FileExistsError(f"{self.ckpt_root} holds checkpoints; resume, or choose another out_dir")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +169,7 @@ class _Run:
         self.sched = build_scheduler(self.opt, cfg.optim, cfg.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         step = self._resume()
-        tokens = self.phases[0][2] * self.max_len  # MFU's denominator: a matmul at the model's FFN shape (tens of ms)
+        tokens = self.phases[0].batch_size * self.inputs.max_len  # MFU's denominator: a matmul at the model's FFN shape (tens of ms)
         self.peak = model_peak(mcfg, self.device, cfg.precision, tokens)
         self.emit({"event": "start", "step": step, "world_size": self.world, "device": str(self.device),
                    "parameters": self.raw.num_parameters(), "model": mcfg.model_dump(), "config": cfg.model_dump(mode="json"),
@@ -185,41 +187,9 @@ class _Run:
         log.warning("SIGTERM: stopping after this step with a checkpoint")
         self.stop = True
 
-    def _check_inputs(self) -> BertConfig:
-        manifests = [load_shards_manifest(path) for path, _, _ in self.phases]
-        self.shards_fps = [m.get("fingerprint") for _, m in manifests]
-        (p1, m1), *rest = manifests
-        for p2, m2 in rest:  # every phase must be written in one vocabulary: ids mean the same tokens
-            t1, t2 = (m.get("upstream", {}).get("wordpiece") for m in (m1, m2))
-            if t1 != t2 or m1["vocab"] != m2["vocab"]:
-                raise ValueError(f"the phase-2 shards {p2} were made with the tokenizer {t2} ({m2.get('tokenizer_dir')}), "
-                                 f"the phase-1 shards {p1} with {t1} ({m1.get('tokenizer_dir')}): build both from one vocabulary")
-        vocab = m1["vocab"]
-        mcfg = BertConfig.from_preset(self.cfg.preset, **{"vocab_size": vocab["size"], "pad_token_id": vocab["pad_id"],
-                                                          **self.cfg.model.overrides()})
-        modes = {m["config"]["nsp_mode"] for _, m in manifests}
-        if len(modes) > 1:
-            raise ValueError(f"the phases' shards differ in nsp_mode: {sorted(modes)}")
-        for p, m in manifests:
-            if self.cfg.masking is not None and not m["config"]["dynamic"]:
-                raise ValueError(f"{p}: masking can only be set for shards built with dynamic=True")
-            if m["vocab"]["size"] > mcfg.vocab_size:
-                raise ValueError(f"{p}: shards use a vocabulary of {m['vocab']['size']} tokens but the model's "
-                                 f"vocab_size is {mcfg.vocab_size}; rebuild the shards or enlarge the model")
-            if m["config"]["max_seq_length"] > mcfg.max_position_embeddings:
-                raise ValueError(f"{p}: max_seq_length {m['config']['max_seq_length']} exceeds the model's "
-                                 f"max_position_embeddings {mcfg.max_position_embeddings}")
-        vocab_file = Path(manifests[0][1].get("tokenizer_dir") or "") / "vocab.txt"
-        self.max_len = m1["config"]["max_seq_length"]
-        # A causal model is trained as a left-to-right LM: next-token prediction on the
-        # unmasked text, and no NSP (its [CLS] sees only itself): the paper's "LTR & No NSP".
-        self.ltr = mcfg.causal
-        self.vocab_file, self.use_nsp = vocab_file if vocab_file.is_file() else None, modes != {"none"} and not self.ltr
-        return mcfg
-
     def _loader(self, phase: int, skip: int) -> Any:
-        path, _, bs = self.phases[phase]
-        ds = ShardDataset(path, "train", batch_size=bs, seed=self.cfg.seed + phase, shuffle_buffer=self.cfg.shuffle_buffer,
+        ph = self.phases[phase]
+        ds = ShardDataset(ph.shards, "train", batch_size=ph.batch_size, seed=self.cfg.seed + phase, shuffle_buffer=self.cfg.shuffle_buffer,
                           rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to, masking=self.cfg.masking,
                           skip_batches=skip)
         gen = torch.Generator().manual_seed(self.cfg.seed)  # the loader's seed draw leaves the global RNG alone
@@ -252,7 +222,7 @@ class _Run:
 
     def _train(self, model, step: int, stop_at: int | None) -> PretrainResult:
         cfg, res = self.cfg, PretrainResult(self.out, step, parameters=self.raw.num_parameters())
-        starts = np.cumsum([0] + [n for _, n, _ in self.phases])
+        starts = np.cumsum([0] + [ph.steps for ph in self.phases])
         window, n_win, t_win, it, phase, first = torch.zeros(len(STATS), dtype=torch.float64), 0, 0.0, None, -1, True
         if step == 0 and cfg.eval_every:  # the starting point of the held-out curves
             res.eval = self._evaluate(0, 0)
@@ -306,7 +276,7 @@ class _Run:
         if step >= cfg.steps:
             res.final_dir = self.out / "final"
             if self.rank == 0:
-                hf.save_checkpoint(self.raw, res.final_dir, self.vocab_file)
+                hf.save_checkpoint(self.raw, res.final_dir, self.inputs.vocab_file)
             self.barrier()
         return res
 
@@ -324,7 +294,7 @@ class _Run:
     def _evaluate(self, step: int, phase: int) -> dict[str, Any] | None:
         # Held-out rows keep the shards' own masking even when training masks differently
         # (cfg.masking), so runs that vary the masking are compared on the same task.
-        ds = ShardDataset(self.phases[phase][0], "eval", batch_size=self.phases[phase][2], seed=self.cfg.seed, shuffle=False,
+        ds = ShardDataset(self.phases[phase].shards, "eval", batch_size=self.phases[phase].batch_size, seed=self.cfg.seed, shuffle=False,
                           epochs=1, rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to)
         if ds.num_rows == 0:
             return None
@@ -359,11 +329,11 @@ class _Run:
             shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
         with atomic_dir(final, replace=True, work=tmp) if self.rank == 0 else nullcontext():
             if self.rank == 0:
-                hf.save_checkpoint(self.raw, tmp / "model", self.vocab_file)
+                hf.save_checkpoint(self.raw, tmp / "model", self.inputs.vocab_file)
                 torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                             "scaler": self.scaler.state_dict(), "step": step, "data": data_pos}, tmp / "trainer.pt")
                 state = {"step": step, "data": data_pos, "world_size": self.world, "config": self.cfg.model_dump(mode="json"),
-                         "shards": self.shards_fps}
+                         "shards": self.inputs.shards_fps}
                 (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
             self.barrier()
             torch.save(capture_rng(self.device), tmp / f"rng-rank{self.rank}.pt")
@@ -389,8 +359,8 @@ class _Run:
             if diff:
                 raise ValueError(f"{d} was written with a different config ({', '.join(diff)}); resuming would not "
                                  "continue that run. Use the same options or another out_dir")
-            if "shards" in state and state["shards"] != self.shards_fps:  # older checkpoints did not record them
-                raise ValueError(f"{d} was trained on the shards {state['shards']}, this run reads {self.shards_fps}: "
+            if "shards" in state and state["shards"] != self.inputs.shards_fps:  # older checkpoints did not record them
+                raise ValueError(f"{d} was trained on the shards {state['shards']}, this run reads {self.inputs.shards_fps}: "
                                  "resuming would continue on other data. Use the same shards or another out_dir")
             if state["world_size"] != self.world:
                 raise ValueError(f"{d} was written by {state['world_size']} processes, this run has {self.world}: "

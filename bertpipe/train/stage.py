@@ -134,7 +134,7 @@ def checkpoints_at(result: StageResult, steps: Sequence[int]) -> list[tuple[int,
     return [(s, result.file(kept[str(s)])) for s in sorted(steps)] + [(result.manifest["step"], result.file(result.manifest["final"]))]
 
 
-def pretrain_stage(shards: str | Path, cfg: PretrainConfig, out_root: str | Path, phase2: str | Path | None = None,
+def pretrain_stage(shards: str | Path, cfg: PretrainConfig, out_root: str | Path, *, phase2: str | Path | None = None,
                    **options: Any) -> StageResult:
     """Pretrain into ``out_root/<fingerprint>/`` (resuming an interrupted run, or reusing a finished one)."""
     return run_stage(PretrainStage(cfg, shards, phase2, **options), out_root)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from bertpipe.bench.gpu import PARTS, Sizes, bench_gpu, predictions
+from benchmarks.gpu import PARTS, Sizes, bench_gpu, predictions
 from tests.conftest import ROOT, SAMPLE_FILES
 
 

@@ -1,9 +1,9 @@
-"""``bench.profile``: the step profile's categories and the matrix products replayed alone."""
+"""``benchmarks.profile``: the step profile's categories and the matrix products replayed alone."""
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bertpipe.bench.profile import OPTIMIZER, matmul_time, profile_step
+from benchmarks.profile import OPTIMIZER, matmul_time, profile_step
 from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from bertpipe.bench.quality import bench_quality, fast_tokenizer, heldout_windows, split_corpus, time_to_loss
+from benchmarks.quality import bench_quality, fast_tokenizer, heldout_windows, split_corpus, time_to_loss
 from bertpipe.cli.main import build_parser
 from tests.conftest import SAMPLE_FILES
 

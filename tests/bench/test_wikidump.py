@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
-from bertpipe.bench.wikidump import write_dump, write_jsonl
+from benchmarks.wikidump import write_dump, write_jsonl
 
 
 def test_the_dump_is_deterministic_well_formed_and_marked_up(tmp_path):

@@ -64,3 +64,16 @@ def test_a_skipped_input_fails_the_command_or_is_reported_on_stderr(tmp_path):
     assert "blob.txt (binary file (NUL bytes))" in line and "--on-bad-file skip" in line
     done = bertpipe("ingest", src, "--out", tmp_path / "o", "--on-bad-file", "skip")
     assert done.returncode == 0 and f"bertpipe ingest: skipped {src / 'blob.txt'}: binary file (NUL bytes)" in done.stderr
+
+
+def test_a_misspelt_config_key_fails_before_anything_runs(tmp_path):
+    work = tmp_path / "work"
+    done = bertpipe("plan", "tiny", "--work-dir", work, "--overrides", '{"shards": {"masking": {"masked_lm_probability": 0.4}}}')
+    assert one_line_error(done, "plan") == ("bertpipe plan: error: preset tiny with overrides: "
+                                            "`shards.masking.masked_lm_probability` is not a field; did you mean `masked_lm_prob`?")
+    config = tmp_path / "pretrain.json"
+    config.write_text('{"steps": 2, "optim": {"lr": 1e-3, "warmup": 1}}')
+    done = bertpipe("pretrain", tmp_path / "no-shards", "--out", work, "--config", config)
+    assert one_line_error(done, "pretrain") == (f"bertpipe pretrain: error: {config}: `optim.warmup` is not a field; "
+                                                "did you mean `warmup_steps` or `warmup_ratio`?")
+    assert not work.exists()

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bertpipe.core import settings
-from bertpipe.experiments.pipeline import load_pipeline_config, preset_names
+from bertpipe.pipeline import load_pipeline_config, preset_names
 
 
 def test_relative_paths_resolve_under_the_base_dir(tmp_path, monkeypatch):

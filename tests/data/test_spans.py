@@ -119,3 +119,28 @@ def test_a_truncated_bz2_span_is_an_error(inputs, tmp_path):
     cut = plan_spans(dump, "wiki", "auto", 3, unit_bytes=len(data) // 4)
     with pytest.raises(Exception, match="truncated|incomplete|ends early"):
         documents(dump, "wiki", IngestConfig(), cut[-1])
+
+
+def test_a_file_in_the_runs_encoding_is_judged_alike_whole_or_in_spans(tmp_path, monkeypatch):
+    """cp1252 text in BERT's line format whose every other sentence ends in a curly quote: the
+    span planner judged it on a UTF-8 decoding (where the quote is U+FFFD, so 50% of lines end
+    like a sentence: prose), the reader in the run's encoding (100%: lines)."""
+    path = tmp_path / "quotes.txt"
+    path.write_bytes("\n".join(f"Speaker {d} rose and said: \u201cWe stay.\u201d\nThe hall was quiet after speech number {d}.\n"
+                               for d in range(400)).encode("cp1252"))
+    cfg = IngestConfig(encoding="cp1252", workers=1)
+    whole, _ = documents(path, "text", cfg)
+    assert len(whole) == 400 and whole[7][2] == ["Speaker 7 rose and said: \u201cWe stay.\u201d",
+                                                  "The hall was quiet after speech number 7."]
+
+    def rows(res):
+        return [(r["id"], r["sentences"]) for p in sorted(res.path.glob("part-*.parquet"))
+                for r in pq.read_table(p, columns=["id", "sentences"]).to_pylist()]
+
+    expected = [(i, s) for i, _, s in whole]
+    assert rows(ingest([path], cfg, tmp_path / "one-unit")) == expected
+    monkeypatch.setattr(spans, "UNIT_BYTES", 4000)
+    assert len(IngestStage(cfg, [path]).plan(tmp_path)) >= 4
+    for workers in (1, 2):
+        res = ingest([path], cfg.model_copy(update={"workers": workers}), tmp_path / f"spans-{workers}")
+        assert rows(res) == expected

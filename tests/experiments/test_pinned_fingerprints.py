@@ -14,9 +14,10 @@ import json
 
 import pytest
 
-from bertpipe.experiments.pipeline import deep_merge, load_pipeline_config, preset_names, stage_fingerprints
+from bertpipe.core.keys import deep_merge
 from bertpipe.experiments.sweep import load_sweep, sweep_names, validate
 from bertpipe.model.bert import BertConfig
+from bertpipe.pipeline import load_pipeline_config, preset_names, stage_fingerprints
 from bertpipe.tasks.finetune import CAUSAL_MARK, FinetuneStage
 from tests.conftest import FIXTURES, SHARED
 

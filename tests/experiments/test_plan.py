@@ -1,6 +1,6 @@
 """``explain_plan``: the reason for each miss against the nearest earlier output (config field,
 input file, upstream output, stage version), and where each time estimate comes from. Stages
-run through ``run_stage`` directly (no Prefect) on a copy of a tiny corpus."""
+run through the library's ``run_pipeline`` (no Prefect) on a copy of a tiny corpus."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import time
 
 import pytest
 
-from bertpipe.core.stage import run_stage
 from bertpipe.core.stagedir import build_seconds
-from bertpipe.experiments.pipeline import build_stage, load_pipeline_config, plan
 from bertpipe.experiments.plan import Change, explain_plan, render_markdown, render_text
+from bertpipe.pipeline import load_pipeline_config, run_pipeline
 from tests.conftest import SAMPLE
 
 TINY_MODEL = {"hidden_size": 36, "num_attention_heads": 3, "num_hidden_layers": 2, "intermediate_size": 72}
@@ -29,12 +28,7 @@ def config(tmp, corpus, **over):
 
 
 def run(cfg, upto: str = "pretrain"):
-    done = {}
-    for st in plan(cfg):
-        done[st.name] = run_stage(build_stage(cfg, st.name, done), st.root)
-        if st.name == upto:
-            break
-    return done
+    return run_pipeline(cfg, until=upto).stages
 
 
 @pytest.fixture

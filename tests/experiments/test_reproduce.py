@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bertpipe.experiments.pipeline import load_pipeline_config, stage_fingerprints
 from bertpipe.experiments.reproduce import ReproduceError, config_from_params, reproduce
+from bertpipe.pipeline import load_pipeline_config, stage_fingerprints
 from bertpipe.tracking import client_for, tags
 from bertpipe.tracking.runs import flatten
 from tests.conftest import ROOT, SAMPLE

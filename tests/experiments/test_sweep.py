@@ -37,7 +37,7 @@ def test_shipped_sweeps_validate_every_run():
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the *-shared presets read ../shared/data")
 def test_every_shipped_preset_validates():
-    from bertpipe.experiments.pipeline import load_pipeline_config, preset_names
+    from bertpipe.pipeline import load_pipeline_config, preset_names
 
     names = preset_names()
     assert {"tiny", "tiny-shared", "small-shared", "base", "large"} <= set(names)
@@ -75,7 +75,7 @@ def test_unknown_sweep_and_fine_tuning_without_tasks_fail_clearly():
     with pytest.raises(ValueError, match="unknown sweep 'nope'; available: .*masking-rate"):
         load_sweep("nope")
     spec = SweepSpec(preset="tiny", grid={"finetune.pooling": ["cls", "mean"]}, seeds=[1])
-    with pytest.raises(ValueError, match="changes fine-tuning but the sweep evaluates no task"):
+    with pytest.raises(ValueError, match=r"variant .pooling=cls.: changes fine-tuning \(`finetune\.\*`\) but the sweep evaluates no task"):
         validate(spec)
 
 
@@ -83,7 +83,7 @@ def test_unknown_sweep_and_fine_tuning_without_tasks_fail_clearly():
 def test_sweeps_share_the_pretrainings_that_docs_results_says_they_share():
     """The reuse that keeps each sweep under an hour: a variant equal to another sweep's run
     must get the same pretraining fingerprint (and a changed one must not)."""
-    from bertpipe.experiments.pipeline import stage_fingerprints
+    from bertpipe.pipeline import stage_fingerprints
     from bertpipe.experiments.sweep import validate
 
     def pretrains(name: str) -> dict[tuple[str, int], str]:
@@ -104,7 +104,7 @@ def test_sweeps_share_the_pretrainings_that_docs_results_says_they_share():
 
 
 def test_explicit_defaults_share_the_fingerprint_of_leaving_them_unset():
-    from bertpipe.experiments.pipeline import load_pipeline_config, stage_fingerprints
+    from bertpipe.pipeline import load_pipeline_config, stage_fingerprints
 
     def fp(over: dict) -> str:
         return stage_fingerprints(load_pipeline_config("tiny", {"shards": {"dynamic": True}, **over}))["pretrain"]

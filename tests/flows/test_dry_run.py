@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bertpipe.experiments.pipeline import load_pipeline_config
+from bertpipe.pipeline import load_pipeline_config
 from bertpipe.experiments.plan import explain_plan, render_text
 from tests.flows.test_flows import harness, overrides  # noqa: F401  (harness: a module fixture)
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from bertpipe.core.stagedir import is_complete
-from bertpipe.experiments.pipeline import load_pipeline_config
 from bertpipe.experiments.sweep import load_sweep
+from bertpipe.pipeline import load_pipeline_config
 from tests.conftest import ROOT, SAMPLE, SAMPLE_FILES
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -145,17 +145,24 @@ def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining
     ({"pretrain": {"steps": -3}}, "greater than or equal to 1"),
     ({"shards": {"masking": {"mask_split": [0.5, 0.5, 0.5]}}}, "summing to 1"),
     ({"corpus": ["/no/such/corpus.txt"]}, "no such file"),
-    ({"evaluate_steps": [2]}, "evaluate_steps needs tasks"),
+    ({"evaluate_steps": [2]}, "`evaluate_steps` needs tasks"),
     ({"pretrain": {"model": {"embedding_fusion": "product"}}}, "'sum' or 'concat'"),
+    ({"shards": {"masking": {"masked_lm_probability": 0.4}}},
+     "pretrain parameters: `shards.masking.masked_lm_probability` is not a field; did you mean `masked_lm_prob`?"),
+    ({"overrides": {"pretrain": {"optim": {"warmup_step": 3}}}},
+     "pretrain parameters: `pretrain.optim.warmup_step` is not a field; did you mean `warmup_steps` or `warmup_ratio`?"),
 ])
 def test_invalid_parameters_fail_before_any_stage(harness, tmp_path, bad, message):
     from prefect.client.orchestration import get_client
 
-    from bertpipe.experiments.pipeline import deep_merge
+    from bertpipe.core.keys import deep_merge
     from flows.pretrain import pretrain_flow
 
-    config = deep_merge(load_pipeline_config("tiny", overrides(tmp_path)).model_dump(mode="json"), bad)  # as a run form sends it
-    state = pretrain_flow(config, return_state=True)
+    config = load_pipeline_config("tiny", overrides(tmp_path)).model_dump(mode="json")
+    if "overrides" in bad:  # `prefect deployment run pretrain/X --params '{"overrides": ...}'`
+        state = pretrain_flow(config, bad["overrides"], return_state=True)
+    else:  # the run form: the whole config, edited
+        state = pretrain_flow(deep_merge(config, bad), return_state=True)
     assert state.is_failed() and message in str(state.message) + repr(state.result(raise_on_failure=False))
     assert not (tmp_path / "work").exists() and not (tmp_path / "mlflow.db").exists()
 
@@ -192,7 +199,7 @@ def test_evaluate_steps_fine_tune_kept_checkpoints_and_report_progress(harness, 
         assert kept == ["step-0000002", "step-0000004"], "the rolling window keeps one; step 2 is kept for evaluation"
     assert "## Downstream score against pretraining steps" in out["report"]
     assert "| causal=True | " in out["report"] and "step 2 | step 4" in out["report"]
-    with pytest.raises(ValueError, match="between 0 and pretrain.steps"):
+    with pytest.raises(ValueError, match="between 0 and `pretrain.steps`"):
         load_pipeline_config("tiny", {**ov, "evaluate_steps": [4]})
     with pytest.raises(ValueError, match="unknown preset 'nope'"):
         load_pipeline_config("nope")
@@ -258,8 +265,7 @@ def test_data_stage_units_spread_over_a_dask_cluster_with_the_local_pools_bytes(
     from distributed import Client, LocalCluster, get_task_stream
     from prefect_dask import DaskTaskRunner
 
-    from bertpipe.core.stage import run_stage
-    from bertpipe.experiments.pipeline import build_stage, load_pipeline_config, plan
+    from bertpipe.pipeline import load_pipeline_config, run_pipeline
     from flows.pretrain import pretrain_flow
 
     def config(where: str, workers: int) -> dict:
@@ -283,10 +289,8 @@ def test_data_stage_units_spread_over_a_dask_cluster_with_the_local_pools_bytes(
     outputs = {"dask": {s: tmp_path / "dask" / "work" / d / on_dask[s] for s, d in (("ingest", "docs"), ("shards", "shards"))}}
     for workers_ in (1, 2):  # the local pool, without Prefect: the same planned stages
         cfg = load_pipeline_config("tiny", config(f"local{workers_}", workers_))
-        done = {}
-        for st in plan(cfg)[:-1]:
-            done[st.name] = run_stage(build_stage(cfg, st.name, done), st.root)
-            assert done[st.name].fingerprint == on_dask[st.name]
+        done = run_pipeline(cfg, until="shards").stages
+        assert {s: r.fingerprint for s, r in done.items()} == {s: on_dask[s] for s in done}
         outputs[f"local{workers_}"] = {s: done[s].path for s in ("ingest", "shards")}
     for stage in ("ingest", "shards"):
         files = {k: sorted(p for p in v[stage].glob("*.parquet")) for k, v in outputs.items()}

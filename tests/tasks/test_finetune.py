@@ -195,7 +195,7 @@ def test_batches_cut_to_the_longest_row_predict_as_full_width(ckpt, task):
 
 
 def test_sample_tsv_rows_keeps_header_and_order_and_is_seeded(tmp_path):
-    from bertpipe.bench.finetune import sample_tsv_rows
+    from benchmarks.finetune import sample_tsv_rows
 
     src = tmp_path / "t.tsv"
     src.write_text("sentence\tlabel\n" + "".join(f"row {i}\t{i % 2}\n" for i in range(50)))
@@ -279,13 +279,13 @@ def test_stage_upstream_hashes_weights_config_vocab_files_and_the_causal_mark(ck
 def test_finetune_stage_publishes_the_summary_once(ckpt, tmp_path):
     f = TASKS / FILES["classify"]
     cfg = FinetuneConfig(task="classify", lr=1e-3, epochs=1, batch_size=8, max_seq_length=32)
-    first = finetune_stage(cfg, ckpt, f, f, tmp_path)
+    first = finetune_stage(ckpt, f, f, cfg, tmp_path)
     fp = FinetuneStage(cfg, ckpt, f, f).fingerprint()
     assert not first.cached and first.path == tmp_path / fp and first.fingerprint == fp
     summary = json.loads((first.path / "metrics.json").read_text())
     assert first.manifest == {"stage": "finetune", "version": 2, "fingerprint": fp} | summary
     assert (first.path / "model.safetensors").is_file() and (first.path / "head.json").is_file()
-    again = finetune_stage(cfg, ckpt, f, f, tmp_path)
+    again = finetune_stage(ckpt, f, f, cfg, tmp_path)
     assert again.cached and again.manifest == first.manifest
     tracked = task_metrics(again.manifest)
     assert {"accuracy", "accuracy_std", "final_train_loss", "train_seconds", "train_examples"} <= set(tracked)
@@ -302,7 +302,7 @@ def test_task_metrics_keeps_the_measured_numbers_only():
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data (Fine Food reviews)")
 def test_bench_init_picks_each_inits_lr_and_caches_every_run(ckpt, tmp_path):
-    from bertpipe.bench.finetune import bench_init
+    from benchmarks.finetune import bench_init
 
     kw = dict(tasks=["finefoods"], seeds=(0, 1), settings={"finefoods": {"epochs": 1, "max_seq_length": 16, "batch_size": 16}},
               train_rows={"finefoods": 48}, lrs=[1e-5, 3e-3])
@@ -392,13 +392,13 @@ def test_finetune_writes_examples_and_two_runs_compare_by_paired_bootstrap(ckpt,
     f = TASKS / FILES["classify"]
     cfg = FinetuneConfig(task="classify", lr=2e-3, epochs=2, batch_size=8, max_seq_length=32, seeds=[0, 1])
     fp_before = FinetuneStage(cfg, ckpt, f, f).fingerprint()
-    a = finetune_stage(cfg, ckpt, f, f, tmp_path / "a")
+    a = finetune_stage(ckpt, f, f, cfg, tmp_path / "a")
     assert FinetuneStage(cfg, ckpt, f, f).fingerprint() == fp_before == a.fingerprint  # an output, not an input
     doc = read_examples(a.path)
     assert [s["seed"] for s in doc["per_seed"]] == [0, 1] and doc["eval_sha256"] == hash_file(f)
     for s, scores in zip(doc["per_seed"], a.manifest["per_seed"], strict=True):
         assert s["columns"]["correct"].mean() == pytest.approx(scores["accuracy"])
-    b = finetune_stage(cfg.model_copy(update={"init": "random"}), ckpt, f, f, tmp_path / "b")
+    b = finetune_stage(ckpt, f, f, cfg.model_copy(update={"init": "random"}), tmp_path / "b")
     d = compare_examples(doc, read_examples(b.path), "accuracy")
     assert d.method == "paired bootstrap" and d.n_variant == len(doc["per_seed"][0]["columns"]["correct"])
     assert d.diff == pytest.approx(a.manifest["per_seed"][0]["accuracy"] - b.manifest["per_seed"][0]["accuracy"])

@@ -1,6 +1,6 @@
 """``bertpipe bench scale``: do the data stages get faster with more workers, inside one input?
 
-Inputs (built once under ``--work`` by ``bertpipe.bench.wikidump``): a single MediaWiki dump
+Inputs (built once under ``--work`` by ``benchmarks.wikidump``): a single MediaWiki dump
 and a single JSONL file of ``--mb`` MB each, and ones ``--scale`` times larger for the memory
 check. Each measurement runs the real stage in a fresh subprocess: ingest of the dump, ingest
 of the JSONL, and shards from the JSONL's documents, with 1 and 2 workers on the local process
@@ -68,9 +68,9 @@ def _run_stage(stage: str, inputs: str, out: str, executor: str, workers_arg: st
 
 
 def _measure(args: list[str]) -> dict[str, Any]:
-    """Run ``python -m bertpipe.bench.scale _run ...``; wall, tree CPU and per-process peak RSS."""
+    """Run ``python -m benchmarks.scale _run ...``; wall, tree CPU and per-process peak RSS."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "bertpipe.bench.scale", "_run", *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.scale", "_run", *args], stdout=subprocess.PIPE,
                             text=True, env={**os.environ, **ONE_CORE_EACH})
     peak = {"main": 0, "worker": 0}
     done = threading.Event()
@@ -104,7 +104,7 @@ def _measure(args: list[str]) -> dict[str, Any]:
 
 
 def _inputs(work: Path, mb: int, scale: int) -> dict[str, Path]:
-    from bertpipe.bench.wikidump import write_dump, write_jsonl
+    from benchmarks.wikidump import write_dump, write_jsonl
 
     work.mkdir(parents=True, exist_ok=True)
     out = {}

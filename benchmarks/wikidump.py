@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "corpora"
-TESTS = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "corpus"
+from benchmarks.paths import CORPORA, FIXTURES
+
+SHARED = CORPORA
+TESTS = FIXTURES / "corpus"
 
 HEAD = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="en">
   <siteinfo>

@@ -37,8 +37,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from bertpipe.bench.profile import profile_step
+from benchmarks.paths import SHARED_DATA
+from benchmarks.profile import profile_step
 from bertpipe.experiments.stats import Difference, compare_examples, compare_seeds, format_difference
+from bertpipe.experiments.suite import TASKS
 from bertpipe.tasks.config import FinetuneConfig
 from bertpipe.tasks.finetune import (PREDICT_BATCH, TaskData, autocast, batches, build_model, finetune, finetune_stage, fit,
                                      model_inputs, optimizer, predict, prepare, read_examples, train_step, train_steps)
@@ -46,20 +48,18 @@ from bertpipe.tasks.heads import SpanLogits
 from bertpipe.tasks.specs import SPAN_PAD, Prediction, concat_outputs, spec_for
 from bertpipe.train.optim import OptimConfig, build_scheduler
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"  # next to the project folder
-# Per task: type, train and eval files, and the fine-tuning settings both sides use. The
-# sentence tasks take the paper's grid middle (lr 5e-5, 2 epochs, batch 32); the two
-# WNUT-16 tasks are small (2,000 tweets, 824 questions) and need more updates to leave the
-# all-"O" / empty-answer start: lr 1e-4, batch 16, 5 and 4 epochs.
-SUITE = {
-    "finefoods": ("classify", "classify/finefoods/train.tsv", "classify/finefoods/test.tsv",
-                  {"lr": 5e-5, "epochs": 2, "batch_size": 32}),
-    "bible-paraphrase": ("pair", "pairs/bible-paraphrase/train.tsv", "pairs/bible-paraphrase/dev.tsv",
-                         {"lr": 5e-5, "epochs": 2, "batch_size": 32}),
-    "wnut16-ner": ("tag", "ner/wnut16/train.conll", "ner/wnut16/dev.conll", {"lr": 1e-4, "epochs": 5, "batch_size": 16}),
-    "wnut16-qa": ("qa", "qa/wnut16-qa/train.json", "qa/wnut16-qa/dev.json",
-                  {"lr": 1e-4, "epochs": 4, "batch_size": 16, "max_seq_length": 256}),
+SHARED = SHARED_DATA  # next to the project folder, or $BERTPIPE_SHARED_DATA
+# The suite's tasks (bertpipe.experiments.suite: type and files), with the fine-tuning settings
+# both sides use here. The sentence tasks take the paper's grid middle (lr 5e-5, 2 epochs, batch
+# 32); the two WNUT-16 tasks are small (2,000 tweets, 824 questions) and need more updates to
+# leave the all-"O" / empty-answer start: lr 1e-4, batch 16, 5 and 4 epochs.
+SETTINGS = {
+    "finefoods": {"lr": 5e-5, "epochs": 2, "batch_size": 32},
+    "bible-paraphrase": {"lr": 5e-5, "epochs": 2, "batch_size": 32},
+    "wnut16-ner": {"lr": 1e-4, "epochs": 5, "batch_size": 16},
+    "wnut16-qa": {"lr": 1e-4, "epochs": 4, "batch_size": 16, "max_seq_length": 256},
 }
+SUITE = {name: dataclasses.replace(t, changes=SETTINGS[name]) for name, t in TASKS.items()}
 
 
 def minilm_hf_dir() -> Path:
@@ -190,7 +190,8 @@ def bench_finetune(work: Path, tasks: list[str] | None = None, epochs: float | N
         import_hf(hf_dir, ckpt)
     result: dict = {}
     for name in tasks or list(SUITE):
-        task, train_rel, eval_rel, extra = SUITE[name]
+        t = SUITE[name]
+        task, train_rel, eval_rel, extra = t.task, t.train, t.eval, t.changes
         given = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size}.items() if v is not None}
         base = FinetuneConfig(task=task, seeds=[seeds[0]], **(extra | given))
         spec, data = spec_for(base), _subset(prepare(base, ckpt, SHARED / train_rel, SHARED / eval_rel), train_rows, seeds[0])
@@ -243,7 +244,7 @@ def bench_features(work: Path, checkpoint: Path | None = None, epochs: float = 4
     ckpt = Path(checkpoint) if checkpoint else work / "minilm"
     if checkpoint is None and not (ckpt / "model.safetensors").exists():
         import_hf(minilm_hf_dir(), ckpt)
-    _, train_rel, eval_rel, _ = SUITE["wnut16-ner"]
+    train_rel, eval_rel = SUITE["wnut16-ner"].train, SUITE["wnut16-ner"].eval
     rows = []
     for features in (None, *FEATURES):
         cfg = FinetuneConfig(task="tag", epochs=epochs, lr=lr if features is None else feature_lr, batch_size=batch_size,
@@ -334,7 +335,8 @@ def bench_init(checkpoint: Path, work: Path, tasks: list[str] | None = None, see
     rows_for = INIT_ROWS if train_rows is None else train_rows
     rows, gap_cells = [], {}
     for name in tasks or list(SUITE):
-        task, train_rel, eval_rel, extra = SUITE[name]
+        t = SUITE[name]
+        task, train_rel, eval_rel, extra = t.task, t.train, t.eval, t.changes
         base = dict(extra) | INIT_SETTINGS.get(name, {}) | (settings or {}).get(name, {})
         train = SHARED / train_rel
         if rows_for.get(name):
@@ -343,7 +345,7 @@ def bench_init(checkpoint: Path, work: Path, tasks: list[str] | None = None, see
 
         def one(init: str, lr: float, seed: int, full: bool = False):
             cfg = FinetuneConfig(task=task, seeds=[seed], init=init, **(base | {"lr": lr}))
-            result = finetune_stage(cfg, checkpoint, train, SHARED / eval_rel, work / "runs")
+            result = finetune_stage(checkpoint, train, SHARED / eval_rel, cfg, work / "runs")
             return result if full else result.manifest
 
         side, examples = {}, {}

@@ -1,7 +1,6 @@
 """``bertpipe bench tiny``: does the ``tiny`` preset learn on the sample corpus in 10 minutes?
 
-Runs the ``tiny`` pipeline preset through its planned stages (``bertpipe.experiments.pipeline``),
-without Prefect or MLflow: ingest → WordPiece → shards (both phases) → pretraining, with the
+Runs the ``tiny`` pipeline preset with ``bertpipe.pipeline.run_pipeline``, without Prefect or MLflow: ingest → WordPiece → shards (both phases) → pretraining, with the
 scratch folder as ``work_dir`` (data stages already built there are reused; pretraining is
 always run afresh, into ``WORK/pretrain/<fingerprint>/``). It prints the held-out curve and the three figures that say the model
 learned something that carries over to unseen documents, each next to its target:
@@ -18,9 +17,6 @@ A benchmark, not a test: it asserts nothing. The last printed line is one JSON o
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from pathlib import Path
 
 import torch
@@ -28,30 +24,19 @@ import torch
 TARGETS = {"loss_ratio": 0.60, "mlm_acc": 0.25, "nsp_acc": 0.65}
 
 
-def _cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def bench_tiny(work: Path, preset: str = "tiny", overrides: dict | None = None) -> dict:
-    from bertpipe.core.stage import expect_fingerprint, run_stage
-    from bertpipe.experiments.pipeline import build_stage, load_pipeline_config, plan
+    from bertpipe.pipeline import load_pipeline_config, run_pipeline
     from bertpipe.train.curves import read_metrics
 
-    cfg = load_pipeline_config(preset, {**(overrides or {}), "work_dir": str(work)})
-    *data_stages, training = plan(cfg)
-    done = {}
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    for st in data_stages:
-        done[st.name] = expect_fingerprint(run_stage(build_stage(cfg, st.name, done), st.root), st.fingerprint)
-    data_wall, data_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    cfg = load_pipeline_config(preset, {**(overrides or {}), "work_dir": str(work)}, source="bench tiny")
+    # pretraining is timed afresh, never served from cache; the data stages are reused when built
+    outcome = run_pipeline(cfg, until="pretrain", fresh={"pretrain"})  # no fine-tuning
+    done, timings = outcome.stages, outcome.timings
+    data_wall = sum(t.wall_s for name, t in timings.items() if name != "pretrain")
+    data_cpu = sum(t.cpu_s for name, t in timings.items() if name != "pretrain")
+    train_wall, train_cpu = timings["pretrain"].wall_s, timings["pretrain"].cpu_s
     docs, tok, shards, phase2 = done["ingest"], done["wordpiece"], done["shards"], done.get("phase2")
-
-    for old in (training.root / training.fingerprint, training.root / f".{training.fingerprint}.partial"):
-        shutil.rmtree(old, ignore_errors=True)  # timed afresh, never served from cache
-    t0, c0 = time.perf_counter(), _cpu_seconds()
-    result = run_stage(build_stage(cfg, "pretrain", done), training.root)
-    train_wall, train_cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    result = done["pretrain"]
     run = result.path
 
     evals = read_metrics(run / "metrics.jsonl")["eval"]

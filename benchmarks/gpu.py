@@ -45,12 +45,13 @@ from typing import Any
 
 import torch
 
+from benchmarks.paths import SAMPLE as SAMPLE_CORPUS
 from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
 from bertpipe.train.flops import model_peak, peak_dtype, train_flops
 from bertpipe.train.optim import OptimConfig, build_optimizer
 from bertpipe.train.runstate import peak_flops
 
-SAMPLE = [Path("data/sample/gutenberg"), Path("data/sample/sotu.jsonl.gz")]  # the bundled corpus, 3.3M characters
+SAMPLE = [SAMPLE_CORPUS / "gutenberg", SAMPLE_CORPUS / "sotu.jsonl.gz"]  # the bundled corpus, 3.3M characters
 ANCHOR = {"source": "NVIDIA DeepLearningExamples BERT-Large phase 1, A100 80GB", "sequences_per_s": 580, "length": 128,
           "predictions": 20, "peak_tflops": 312.0}  # A100 dense bf16/fp16 datasheet peak
 TINY_MODELS = {"base": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=100),

@@ -20,7 +20,7 @@ Our step is what pretraining runs: ``build_optimizer``'s AdamW (torch's fused ke
 blockwise MLM cross-entropy on the head's logits (``bertpipe.model.kernels``), and the process
 keeps freed memory in its heap (``bertpipe.train.hostmem``; that applies to the transformers
 step too, which shares the process). ``--profile`` adds, for our fp32 and bf16 steps, the
-share of operator time by kind of work (``bertpipe.bench.profile``), in the JSON too;
+share of operator time by kind of work (``benchmarks.profile``), in the JSON too;
 ``--compile`` times our bf16 step under ``torch.compile`` beside the eager one.
 
 The ceiling beside each MFU: the step's own matrix products (forward and backward, every
@@ -42,7 +42,7 @@ from contextlib import nullcontext
 
 import torch
 
-from bertpipe.bench.profile import MatmulReplay, profile_step
+from benchmarks.profile import MatmulReplay, profile_step
 from bertpipe.model.bert import BertConfig, BertForPreTraining, pretraining_loss
 from bertpipe.train.flops import flops_per_token, model_peak, train_flops
 from bertpipe.train.hostmem import keep_freed_memory

@@ -167,26 +167,24 @@ def evaluate(model, held: HeldOut, batch: int = 128) -> dict[str, Any]:
 
 
 def run_ours(cfg, log) -> dict[str, Any]:
-    from bertpipe.core.stage import expect_fingerprint, run_stage
-    from bertpipe.experiments.pipeline import build_stage, plan
+    from bertpipe.pipeline import in_process, plan, run_pipeline
 
-    *data_stages, training = plan(cfg)
     stamps: dict[int, float] = {}
-    log(f"ours: data stages ({', '.join(s.name for s in data_stages)}), load {_load()}")
-    t0, done, parts = time.perf_counter(), {}, {}
-    for st in data_stages:
-        done[st.name] = expect_fingerprint(run_stage(build_stage(cfg, st.name, done), st.root), st.fingerprint)
-        parts[st.name] = time.perf_counter() - t0 - sum(parts.values())
-    data_s = time.perf_counter() - t0
-    log(f"ours: data {data_s:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in parts.items())}); "
-        f"pretraining {cfg.pretrain.steps} steps, load {_load()}")
+    log(f"ours: data stages ({', '.join(s.name for s in plan(cfg)[:-1])}), load {_load()}")
+    t0 = time.perf_counter()
 
     def on_metrics(rec: dict) -> None:
         if rec.get("split") == "train":
             stamps[rec["step"]] = time.perf_counter() - t0
 
-    result = run_stage(build_stage(cfg, "pretrain", done, on_metrics=on_metrics), training.root)
+    outcome = run_pipeline(cfg, submit=in_process(on_metrics=on_metrics), until="pretrain",
+                           log=lambda msg: log(f"ours: {msg}, load {_load()}"))
     total = time.perf_counter() - t0
+    done, result = outcome.stages, outcome.stages["pretrain"]
+    parts = {name: t.wall_s for name, t in outcome.timings.items() if name != "pretrain"}
+    data_s = sum(parts.values())
+    log(f"ours: data {data_s:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in parts.items())}); "
+        f"pretraining {cfg.pretrain.steps} steps {outcome.timings['pretrain'].wall_s:.1f} s")
     kept = {int(s): result.file(p) for s, p in result.manifest["kept"].items()} | {cfg.pretrain.steps: result.file("final")}
     return {"data_s": data_s, "data_parts_s": parts, "total_s": total, "vocab": done["wordpiece"].path / "vocab.txt",
             "points": [{"step": s, "time_s": stamps[s], "dir": kept[s]} for s in sorted(kept)]}
@@ -290,7 +288,7 @@ def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | Non
                   eval_points: int = 15, eval_sequences: int = 2048, heldout_fraction: float = 0.05, seed: int = 12345,
                   plot_path: Path | None = None, map_workers: int | None = None, loader_workers: int = 1,
                   threads: int | None = None) -> dict[str, Any]:
-    from bertpipe.experiments.pipeline import load_pipeline_config, with_overrides
+    from bertpipe.pipeline import load_pipeline_config, with_overrides
     from bertpipe.model.hf import hf_config, load_config
 
     def log(msg: str) -> None:
@@ -300,7 +298,7 @@ def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | Non
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
     start, load_before = time.perf_counter(), _load()
-    base = load_pipeline_config(preset, {**(overrides or {}), **({"corpus": corpus} if corpus else {})})
+    base = load_pipeline_config(preset, {**(overrides or {}), **({"corpus": corpus} if corpus else {})}, source="bench quality")
     steps = base.pretrain.steps
     every = max(1, steps // eval_points)  # one cadence: ours logs, both sides checkpoint at these steps and the last
     eval_steps = sorted({*range(every, steps + 1, every), steps})

@@ -17,7 +17,7 @@ output it counts per document the markup residue patterns below, and for every a
 WikiExtractor keeps (a missing or dropped article counts as 0). The last printed line is
 one JSON object, also returned.
 
-Usage: ``python -m bertpipe.bench.wiki DUMP [--work DIR] [--processes N]``.
+Usage: ``python -m benchmarks.wiki DUMP [--work DIR] [--processes N]``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bertpipe.bench.data import _peak_rss_of
+from benchmarks.data import _peak_rss_of
 
 RESIDUE = ["{{", "}}", "[[", "]]", "'''", "<ref", "{|", "|}", "|-", "bgcolor", "colspan", "rowspan",
            "&lt;", "&amp;", "[http"]
@@ -114,7 +114,7 @@ def bench_wiki(dump: Path, work: Path, processes: int = 1, repeats: int = 1) -> 
     ours_dir, we_dir = work / "bertpipe", work / "wikiextractor"
     work.mkdir(parents=True, exist_ok=True)
 
-    ours_cmd = [sys.executable, "-m", "bertpipe.bench.wiki", "_ingest", str(dump), str(ours_dir), str(processes)]
+    ours_cmd = [sys.executable, "-m", "benchmarks.wiki", "_ingest", str(dump), str(ours_dir), str(processes)]
     we_cmd = [sys.executable, "-m", "wikiextractor.WikiExtractor", str(dump), "-o", str(we_dir), "--json",
               "--processes", str(processes), "--html-safe", "", "--quiet"]
     ours_runs, we_runs = [], []
@@ -189,7 +189,7 @@ def bench_wiki(dump: Path, work: Path, processes: int = 1, repeats: int = 1) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bertpipe.bench.wiki", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.wiki", description=__doc__.split("\n\n")[0])
     parser.add_argument("dump", type=Path, help="MediaWiki XML dump (.xml or .xml.bz2)")
     parser.add_argument("--work", type=Path, help="where both outputs go (default: a temporary folder, removed after)")
     parser.add_argument("--processes", type=int, default=1, help="processes for each extractor (default 1)")

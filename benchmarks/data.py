@@ -28,11 +28,13 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.paths import CORPORA
+
 REFERENCE_TOKENS_PER_CPU_S = 38_000  # google-research/bert create_pretraining_data.py, measured here (REFERENCE.md)
 
 
 def default_corpus() -> list[Path]:
-    root = Path(__file__).resolve().parents[3] / "shared" / "data" / "corpora"  # next to the project folder
+    root = CORPORA  # next to the project folder, or under $BERTPIPE_SHARED_DATA
     if not root.is_dir():
         raise FileNotFoundError(f"bench data: no corpus given and {root} is absent; pass --corpus FILE...")
     return sorted((root / "gutenberg").glob("*.txt")) + [root / "sotu.jsonl.gz"]
@@ -66,7 +68,7 @@ def _peak_rss_of(proc: subprocess.Popen) -> tuple[int, float]:
 
 def _run_pipeline(corpus: list[Path], tok_dir: Path, out: Path, workers: int, dupe_factor: int) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cmd = [sys.executable, "-m", "bertpipe.bench.data", "_pipeline", str(tok_dir), str(out), str(workers), str(dupe_factor), *map(str, corpus)]
+    cmd = [sys.executable, "-m", "benchmarks.data", "_pipeline", str(tok_dir), str(out), str(workers), str(dupe_factor), *map(str, corpus)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak, wall = _peak_rss_of(proc)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -1,0 +1,70 @@
+"""What a pretraining reads, checked before a model is built: its phases and their shards.
+
+A run has one or two ``Phase``s (phase 1 at length 128, then optionally phase 2 at 512, as in
+the paper), each a shards directory read for a number of steps at a batch size. ``read_inputs``
+reads the phases' manifests and checks them against each other and the config (one
+vocabulary and one sentence-level objective for both phases, lengths the model can hold,
+dynamic shards when the training draws its own masks), then returns everything the loop
+derives from them as one ``RunInputs``: the model's config (its vocabulary size taken from the
+shards), whether NSP is trained, the longest sequence, the vocabulary file for checkpoints and
+the shards' fingerprints that a checkpoint records. The pipeline config checks the same
+cross-stage rules earlier (``bertpipe.pipeline.config``); these checks also cover shards
+handed to ``bertpipe pretrain`` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertpipe.data.loader import load_shards_manifest
+from bertpipe.model.bert import BertConfig
+from bertpipe.train.config import PretrainConfig
+
+
+@dataclass(frozen=True)
+class Phase:
+    shards: Path
+    steps: int  # optimizer steps spent in this phase
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    model: BertConfig  # the preset with the config's overrides, sized to the shards' vocabulary
+    shards_fps: list[str | None]  # each phase's shards fingerprint, recorded in every checkpoint
+    max_len: int  # phase 1's sequence length
+    vocab_file: Path | None  # the tokenizer's vocab.txt, saved beside each checkpoint when present
+    use_nsp: bool  # the shards carry a sentence-level label and the model can use it
+    ltr: bool  # a causal model: trained left-to-right on next tokens, without NSP
+
+
+def read_inputs(cfg: PretrainConfig, phases: list[Phase]) -> RunInputs:
+    manifests = [load_shards_manifest(ph.shards) for ph in phases]
+    (p1, m1), *rest = manifests
+    for p2, m2 in rest:  # every phase must be written in one vocabulary: ids mean the same tokens
+        t1, t2 = (m.get("upstream", {}).get("wordpiece") for m in (m1, m2))
+        if t1 != t2 or m1["vocab"] != m2["vocab"]:
+            raise ValueError(f"the phase-2 shards {p2} were made with the tokenizer {t2} ({m2.get('tokenizer_dir')}), "
+                             f"the phase-1 shards {p1} with {t1} ({m1.get('tokenizer_dir')}): build both from one vocabulary")
+    vocab = m1["vocab"]
+    model = BertConfig.from_preset(cfg.preset, **{"vocab_size": vocab["size"], "pad_token_id": vocab["pad_id"],
+                                                  **cfg.model.overrides()})
+    modes = {m["config"]["nsp_mode"] for _, m in manifests}
+    if len(modes) > 1:
+        raise ValueError(f"the phases' shards differ in nsp_mode: {sorted(modes)}")
+    for p, m in manifests:
+        if cfg.masking is not None and not m["config"]["dynamic"]:
+            raise ValueError(f"{p}: masking can only be set for shards built with dynamic=True")
+        if m["vocab"]["size"] > model.vocab_size:
+            raise ValueError(f"{p}: shards use a vocabulary of {m['vocab']['size']} tokens but the model's "
+                             f"vocab_size is {model.vocab_size}; rebuild the shards or enlarge the model")
+        if m["config"]["max_seq_length"] > model.max_position_embeddings:
+            raise ValueError(f"{p}: max_seq_length {m['config']['max_seq_length']} exceeds the model's "
+                             f"max_position_embeddings {model.max_position_embeddings}")
+    vocab_file = Path(m1.get("tokenizer_dir") or "") / "vocab.txt"
+    # A causal model is trained as a left-to-right LM: next-token prediction on the unmasked
+    # text, and no NSP (its [CLS] sees only itself): the paper's "LTR & No NSP".
+    return RunInputs(model=model, shards_fps=[m.get("fingerprint") for _, m in manifests],
+                     max_len=m1["config"]["max_seq_length"], vocab_file=vocab_file if vocab_file.is_file() else None,
+                     use_nsp=modes != {"none"} and not model.causal, ltr=model.causal)
