@@ -51,7 +51,9 @@ def _tuple_parser(item_types: tuple[Any, ...]):
     return parse
 
 
-def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], skip: set[str] = frozenset()) -> None:
+def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], skip: set[str] = frozenset(),
+                    aliases: dict[str, str] | None = None) -> None:
+    """A flag per leaf field of ``model``; ``aliases``: field name → a second flag for it."""
     group = parser.add_argument_group(f"{model.__name__} options")
     for path, info in _leaves(model):
         if path[-1] in skip:
@@ -83,7 +85,7 @@ def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], ski
             kwargs["type"] = Path
         else:
             kwargs["type"] = str
-        group.add_argument(flag, **kwargs)
+        group.add_argument(flag, *[(aliases or {})[path[-1]]] if path[-1] in (aliases or {}) else [], **kwargs)
 
 
 def config_from_args(model: type[BaseModel], args: argparse.Namespace, base: dict[str, Any] | None = None,

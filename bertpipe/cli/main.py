@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phase2-shards", help="shards for phase 2 (e.g. length 512)")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an interrupted run")
     p.add_argument("--config", help="JSON file of PretrainConfig fields; flags override it")
-    add_config_args(p, PretrainConfig)
+    add_config_args(p, PretrainConfig, aliases={"init": "--init-from"})
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("convert", help="import a HF BERT directory (config.json + model.safetensors) as a bertpipe checkpoint")

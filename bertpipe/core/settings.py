@@ -25,6 +25,11 @@ def base_dir() -> Path:
     return Path(os.environ.get(BASE_DIR) or Path.cwd()).expanduser().resolve()
 
 
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the SQLite store ``mlflow.db`` in the base directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{base_dir() / 'mlflow.db'}"
+
+
 def resolve(path: str | os.PathLike) -> Path:
     """A config path: absolute as given, relative ones under ``base_dir()``."""
     p = Path(path).expanduser()

@@ -36,7 +36,7 @@ from bertpipe.core.settings import json_names, named_json, resolve
 from bertpipe.data.ingest import IngestConfig, expand_inputs
 from bertpipe.data.shards import ShardsConfig
 from bertpipe.data.wordpiece import WordPieceConfig
-from bertpipe.model.bert import BertConfig
+from bertpipe.model.init import InitSource, open_init
 from bertpipe.tasks.config import EvalTask
 from bertpipe.train.config import PretrainConfig
 
@@ -84,11 +84,14 @@ class PipelineConfig(BaseModel):
                                  f"({self.shards.nsp_mode}): both phases train one sentence-level objective")
             if self.pretrain.phase2_fraction == 0:
                 raise ValueError("`phase2` shards are given but `pretrain.phase2_fraction` is 0: no step would read them")
-        model = BertConfig.from_preset(self.pretrain.preset, **self.pretrain.model.overrides())
+        init = self._init()
+        model = self.pretrain.architecture(init)
         for name, s in phases.items():
             if s.max_seq_length > model.max_position_embeddings:
                 raise ValueError(f"`{name}.max_seq_length` {s.max_seq_length} exceeds the model's max_position_embeddings "
-                                 f"{model.max_position_embeddings} (`pretrain.preset` {self.pretrain.preset})")
+                                 f"{model.max_position_embeddings} ("
+                                 + (f"`pretrain.init` {self.pretrain.init})" if init else
+                                    f"`pretrain.preset` {self.pretrain.preset or 'tiny'})"))
             cap = self.pretrain.masking.max_predictions_per_seq if self.pretrain.masking is not None else 0
             if cap > s.max_seq_length:
                 raise ValueError(f"`pretrain.masking.max_predictions_per_seq` {cap} exceeds `{name}.max_seq_length` "
@@ -103,6 +106,21 @@ class PipelineConfig(BaseModel):
                 raise ValueError(f"`evaluate_steps` {bad} must lie between 0 and `pretrain.steps` ({self.pretrain.steps}), exclusive")
             self.pretrain.keep_steps = sorted(set(self.pretrain.keep_steps) | set(self.evaluate_steps))
         return self
+
+    def _init(self) -> InitSource | None:
+        """The ``pretrain.init`` model, which brings its tokenizer: without a ``wordpiece.vocab_file``
+        of the config's own, the wordpiece stage imports the model's vocab.txt and casing."""
+        if self.pretrain.init is None:
+            return None
+        try:
+            init = open_init(self.pretrain.init, self.tracking_uri)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"`pretrain.init`: {e}") from None
+        if self.wordpiece.vocab_file is None and init.vocab is not None:
+            self.wordpiece.vocab_file = init.vocab
+            if init.lowercase is not None:
+                self.wordpiece.cased = not init.lowercase
+        return init
 
     def corpus_paths(self) -> list[str]:
         return [str(resolve(p)) for p in self.corpus]

@@ -33,8 +33,10 @@ def registered_name(experiment: str) -> str:
     return f"bertpipe-{experiment}"
 
 
-def log_encoder(tracking_uri: str, run_id: str, checkpoint: Path, experiment: str, fingerprint: str) -> ModelVersion:
-    """Log ``checkpoint`` as the run's ``encoder`` model and register it; returns the new version."""
+def log_encoder(tracking_uri: str, run_id: str, checkpoint: Path, experiment: str, fingerprint: str,
+                parent: str | None = None) -> ModelVersion:
+    """Log ``checkpoint`` as the run's ``encoder`` model and register it; returns the new version.
+    ``parent``: the weights its pretraining started from (``models:/NAME/VERSION`` or a path)."""
     import mlflow
 
     cfg = load_config(checkpoint)
@@ -52,8 +54,12 @@ def log_encoder(tracking_uri: str, run_id: str, checkpoint: Path, experiment: st
             info = mlflow.pyfunc.log_model(name="encoder", python_model=str(Path(__file__).with_name("encoder_model.py")),
                                            artifacts={"checkpoint": str(checkpoint)}, input_example=example,
                                            signature=signature, pip_requirements=requirements)
-        return mlflow.register_model(info.model_uri, registered_name(experiment),
-                                     tags={tags.REGISTERED_FINGERPRINT: fingerprint})
+        version = mlflow.register_model(info.model_uri, registered_name(experiment),
+                                        tags={tags.REGISTERED_FINGERPRINT: fingerprint} | ({tags.INIT: parent} if parent else {}))
+    if parent:
+        mlflow.MlflowClient(tracking_uri).update_model_version(version.name, version.version,
+                                                               description=f"continued pretraining of {parent}")
+    return version
 
 
 # An input example per task type (the columns ``bertpipe.tasks.predict.INPUTS`` names).

@@ -20,12 +20,8 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from bertpipe.core.keys import flatten as dotted_keys
-from bertpipe.core.settings import base_dir
+from bertpipe.core.settings import base_dir, default_tracking_uri  # noqa: F401  (default_tracking_uri: re-exported)
 from bertpipe.tracking import tags
-
-
-def default_tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{base_dir() / 'mlflow.db'}"
 
 
 def client_for(tracking_uri: str | None = None) -> MlflowClient:

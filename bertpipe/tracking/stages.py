@@ -64,10 +64,34 @@ ARTIFACTS: dict[str, Callable[[MlflowClient, str, StageResult, bool], None]] = {
 
 
 def _register_encoder(run: PipelineRun, run_id: str, result: StageResult) -> None:
+    """A new version of ``bertpipe-<experiment>``; one continued from other weights names them."""
     from bertpipe.tracking.models import log_encoder
 
     experiment = run.client.get_experiment(run.exp).name
-    log_encoder(run.uri, run_id, result.file(result.manifest["final"]), experiment, result.fingerprint)
+    log_encoder(run.uri, run_id, result.file(result.manifest["final"]), experiment, result.fingerprint,
+                parent=(result.manifest.get("init") or {}).get("source"))
+
+
+def init_inputs(client: MlflowClient, run_id: str, result: StageResult) -> list[Dataset]:
+    """A pretraining's starting weights as its input: tags with the source and digest, the
+    weights as a dataset, and a registered model version as MLflow's own model input."""
+    init = result.manifest.get("init") if result.stage == "pretrain" else None
+    if not init:
+        return []
+    from bertpipe.tracking.lineage import files_dataset
+
+    client.set_tag(run_id, tags.INIT, init["source"])
+    client.set_tag(run_id, tags.INIT_DIGEST, init["digest"])
+    if init["source"].startswith("models:/"):
+        from mlflow.entities import LoggedModelInput
+
+        name, _, version = init["source"].removeprefix("models:/").partition("/")
+        v = client.get_model_version(name, version)
+        # MLflow 3 logs a model as a LoggedModel (source models:/m-...); its SQL registry leaves model_id unset
+        if model_id := v.model_id or (v.source.removeprefix("models:/") if v.source.startswith("models:/m-") else None):
+            client.log_inputs(run_id, models=[LoggedModelInput(model_id)])
+    weights = [str(Path(init["path"]) / n) for n in ("model.safetensors", "vocab.txt") if (Path(init["path"]) / n).is_file()]
+    return [files_dataset("init", weights, source=[init["source"]])]
 
 
 def _register_finetuned(run: PipelineRun, run_id: str, result: StageResult) -> None:
@@ -181,7 +205,7 @@ class PipelineRun:
 
     def close_stage(self, run_id: str, result: StageResult, cached: bool, inputs: list[Dataset] | None = None) -> StageResult:
         """Record the stage's outcome: its input datasets, cache hit (and who built it), path, figures, artifacts."""
-        log_datasets(self.client, run_id, inputs or [])
+        log_datasets(self.client, run_id, (inputs or []) + init_inputs(self.client, run_id, result))
         self.client.set_tag(run_id, tags.CACHE_HIT, str(cached).lower())
         self.client.set_tag(run_id, tags.PATH, str(result.path))
         if cached:

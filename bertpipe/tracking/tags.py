@@ -33,3 +33,5 @@ GIT_DIRTY = "bertpipe.git_dirty"  # "true" when the checkout had uncommitted cha
 MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own: shown on the run page
 VERSION = "bertpipe.version."  # prefix: the version of each library (torch, tokenizers, ...)
 REGISTERED_FINGERPRINT = "bertpipe.fingerprint"  # on a registered model version: the run's output
+INIT = "bertpipe.init"  # on a pretraining run, and on the model version it registers: the weights it started from
+INIT_DIGEST = "bertpipe.init_digest"  # their content digest (what the pretraining's fingerprint includes)

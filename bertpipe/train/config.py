@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from bertpipe.data.masking import MaskingConfig
 from bertpipe.model.bert import BertConfig
+from bertpipe.model.init import InitSource, init_architecture
 from bertpipe.train.optim import OptimConfig
 
 # The BertConfig fields a pipeline may change; the others (segment vocabulary, LayerNorm eps,
@@ -47,8 +48,12 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["tiny", "mini", "small", "medium", "base", "large"] = Field("tiny", description="model size preset")
+    # Unset: tiny, or with `init` the init model's architecture (a preset given with it must agree).
+    preset: Literal["tiny", "mini", "small", "medium", "base", "large"] | None = Field(
+        None, description="model size preset (default: tiny; with init: the init model's)")
     model: ModelOverrides = Field(default_factory=lambda: ModelOverrides(), description="changes to the preset")
+    init: str | None = Field(None, description="start from these weights: a HF BERT directory, a bertpipe checkpoint or "
+                                                 "models:/NAME/VERSION (default: random, as BERT); fresh optimizer and warmup")
     # 32 x 128 tokens: about a second per step for the tiny preset on a 2-core CPU.
     batch_size: int = Field(32, ge=1, description="sequences per rank per micro-batch")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
@@ -75,6 +80,16 @@ class PretrainConfig(BaseModel):
     shuffle_buffer: int = Field(10_000, ge=0, description="rows in the shuffle buffer")
     # The number of processes multiplies the global batch, so more than one names another run.
     devices: int = Field(1, ge=1, description="data-parallel processes: >1 launches torchrun (one per GPU; gloo on CPU)")
+
+
+    def architecture(self, init: InitSource | None = None, **data: Any) -> BertConfig:
+        """The model this config trains: the preset (or ``init``'s architecture) with the model
+        settings; ``data``: what the shards fix (``vocab_size``, ``pad_token_id``) unless set."""
+        given = self.model.overrides()
+        if init is None:
+            return BertConfig.from_preset(self.preset or "tiny", **(data | given))
+        preset = BertConfig.from_preset(self.preset) if self.preset is not None else None
+        return init_architecture(init, preset, given)
 
 
 # Fields that may change between an interrupted run and its resumption.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bertpipe.data.loader import load_shards_manifest
 from bertpipe.model.bert import BertConfig
+from bertpipe.model.init import InitSource, open_init
 from bertpipe.train.config import PretrainConfig
 
 
@@ -37,6 +38,7 @@ class RunInputs:
     vocab_file: Path | None  # the tokenizer's vocab.txt, saved beside each checkpoint when present
     use_nsp: bool  # the shards carry a sentence-level label and the model can use it
     ltr: bool  # a causal model: trained left-to-right on next tokens, without NSP
+    init: InitSource | None = None  # the weights the model starts from (None: random, as BERT)
 
 
 def read_inputs(cfg: PretrainConfig, phases: list[Phase]) -> RunInputs:
@@ -48,8 +50,11 @@ def read_inputs(cfg: PretrainConfig, phases: list[Phase]) -> RunInputs:
             raise ValueError(f"the phase-2 shards {p2} were made with the tokenizer {t2} ({m2.get('tokenizer_dir')}), "
                              f"the phase-1 shards {p1} with {t1} ({m1.get('tokenizer_dir')}): build both from one vocabulary")
     vocab = m1["vocab"]
-    model = BertConfig.from_preset(cfg.preset, **{"vocab_size": vocab["size"], "pad_token_id": vocab["pad_id"],
-                                                  **cfg.model.overrides()})
+    init = open_init(cfg.init) if cfg.init is not None else None
+    model = cfg.architecture(init, vocab_size=vocab["size"], pad_token_id=vocab["pad_id"])
+    vocab_file = Path(m1.get("tokenizer_dir") or "") / "vocab.txt"
+    if init is not None:
+        _same_vocabulary(p1, vocab["size"], vocab_file if vocab_file.is_file() else None, init)
     modes = {m["config"]["nsp_mode"] for _, m in manifests}
     if len(modes) > 1:
         raise ValueError(f"the phases' shards differ in nsp_mode: {sorted(modes)}")
@@ -62,9 +67,20 @@ def read_inputs(cfg: PretrainConfig, phases: list[Phase]) -> RunInputs:
         if m["config"]["max_seq_length"] > model.max_position_embeddings:
             raise ValueError(f"{p}: max_seq_length {m['config']['max_seq_length']} exceeds the model's "
                              f"max_position_embeddings {model.max_position_embeddings}")
-    vocab_file = Path(m1.get("tokenizer_dir") or "") / "vocab.txt"
     # A causal model is trained as a left-to-right LM: next-token prediction on the unmasked
     # text, and no NSP (its [CLS] sees only itself): the paper's "LTR & No NSP".
     return RunInputs(model=model, shards_fps=[m.get("fingerprint") for _, m in manifests],
                      max_len=m1["config"]["max_seq_length"], vocab_file=vocab_file if vocab_file.is_file() else None,
-                     use_nsp=modes != {"none"} and not model.causal, ltr=model.causal)
+                     use_nsp=modes != {"none"} and not model.causal, ltr=model.causal, init=init)
+
+
+def _same_vocabulary(shards: Path, size: int, vocab_file: Path | None, init: InitSource) -> None:
+    """Token ids mean the init model's tokens only in its own vocabulary: shards of another are refused."""
+    if vocab_file is not None and init.vocab is not None:
+        same = vocab_file.read_bytes().split() == init.vocab.read_bytes().split()
+    else:  # a vocabulary file out of reach: its size is what can be compared
+        same = size == init.config.vocab_size
+    if not same or size != init.config.vocab_size:
+        raise ValueError(f"the shards {shards} were built with the vocabulary {vocab_file or '(file not found)'} ({size} tokens), "
+                         f"the init model {init.source} uses {init.vocab or '(no vocab.txt)'} ({init.config.vocab_size} "
+                         "tokens): build the shards with the init model's vocabulary (wordpiece.vocab_file)")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bertpipe.model.init import open_init
 from bertpipe.train.config import PretrainConfig
 from bertpipe.train.loop import PretrainResult, pretrain
 
@@ -31,6 +32,8 @@ def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Pa
     """Train in ``cfg.devices`` processes; returns what rank 0 logged."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "pretrain-config.json"
+    if cfg.init is not None:  # every rank reads the same local copy (a registered model is downloaded once, here)
+        cfg = cfg.model_copy(update={"init": str(open_init(cfg.init).path)})
     config.write_text(cfg.model_dump_json(indent=2))
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(cfg.devices),
            "-m", "bertpipe.train.launcher", str(shards), "--run-dir", str(run_dir), "--config", str(config)]
@@ -48,7 +51,7 @@ def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Pa
     step = (last["train"] or {}).get("step", 0)
     return PretrainResult(run_dir, step, final_dir=run_dir / "final" if step >= cfg.steps else None,
                           interrupted=done.returncode == 143, train=last["train"], eval=last["eval"],
-                          parameters=start["parameters"])
+                          parameters=start["parameters"], init_missing=(start.get("init") or {}).get("left_at_init", []))
 
 
 def main(argv: list[str] | None = None) -> int:

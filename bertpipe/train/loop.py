@@ -55,6 +55,8 @@ import torch.distributed as dist
 from bertpipe.core.stagedir import atomic_dir
 from bertpipe.data.loader import ShardDataset
 from bertpipe.model import hf
+from bertpipe.model.hf import load_into
+from bertpipe.model.init import init_state
 from bertpipe.model.bert import BertForPreTraining, pretraining_loss
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
 from bertpipe.train.flops import model_peak, peak_dtype, train_flops
@@ -82,6 +84,7 @@ class PretrainResult:
     train: dict[str, Any] | None = None  # last train record
     eval: dict[str, Any] | None = None  # last eval record
     parameters: int = 0  # of the model trained, heads included
+    init_missing: list[str] = field(default_factory=list)  # tensors the init source lacked, initialised as BERT does
 
 
 def pretrain(shards_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, shards_phase2: str | Path | None = None,
@@ -155,7 +158,9 @@ class _Run:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.raw = BertForPreTraining(mcfg).to(self.device)
+        self.raw = BertForPreTraining(mcfg)
+        self.init = self._load_init()
+        self.raw.to(self.device)
         if self.rank:
             torch.manual_seed(cfg.seed + 1_000_003 * self.rank)  # own dropout masks per rank
         model: torch.nn.Module = self.raw
@@ -174,7 +179,7 @@ class _Run:
         self.emit({"event": "start", "step": step, "world_size": self.world, "device": str(self.device),
                    "parameters": self.raw.num_parameters(), "model": mcfg.model_dump(), "config": cfg.model_dump(mode="json"),
                    "peak_tflops": self.peak / 1e12, "peak_matmul": [tokens, mcfg.hidden_size, mcfg.intermediate_size],
-                   "peak_dtype": str(peak_dtype(cfg.precision))})
+                   "peak_dtype": str(peak_dtype(cfg.precision)), "init": self.init})
         main_thread = threading.current_thread() is threading.main_thread()
         prev = signal.signal(signal.SIGTERM, self._on_sigterm) if main_thread else None
         try:
@@ -182,6 +187,16 @@ class _Run:
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
+
+    def _load_init(self) -> dict[str, Any] | None:
+        """The init source's weights over the fresh model; what it lacks stays as BERT initialises it."""
+        if (src := self.inputs.init) is None:
+            return None
+        state, missing = init_state(src, self.raw.config)
+        left = load_into(self.raw, state)
+        if left:
+            log.warning("init %s lacks %d tensors, initialised as BERT does: %s", src.source, len(left), ", ".join(left))
+        return {"source": src.source, "digest": src.digest, "left_at_init": left}
 
     def _on_sigterm(self, signum, frame) -> None:
         log.warning("SIGTERM: stopping after this step with a checkpoint")
@@ -221,7 +236,8 @@ class _Run:
         return lo, torch.stack([stats[k].detach().double() for k in STATS])
 
     def _train(self, model, step: int, stop_at: int | None) -> PretrainResult:
-        cfg, res = self.cfg, PretrainResult(self.out, step, parameters=self.raw.num_parameters())
+        cfg, res = self.cfg, PretrainResult(self.out, step, parameters=self.raw.num_parameters(),
+                                         init_missing=(self.init or {}).get("left_at_init", []))
         starts = np.cumsum([0] + [ph.steps for ph in self.phases])
         window, n_win, t_win, it, phase, first = torch.zeros(len(STATS), dtype=torch.float64), 0, 0.0, None, -1, True
         if step == 0 and cfg.eval_every:  # the starting point of the held-out curves

@@ -25,6 +25,7 @@ from bertpipe.core.stage import Stage, StageResult, run_stage
 from bertpipe.core.stagedir import is_complete, read_manifest, resolve_stage_dir
 from bertpipe.data.shards import ShardsConfig
 from bertpipe.model.bert import BertConfig
+from bertpipe.model.init import open_init
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
 
 STAGE = "pretrain"
@@ -43,11 +44,16 @@ def canonical_pretrain(cfg: PretrainConfig, phases: Sequence[ShardsConfig]) -> P
     """``cfg`` with every explicit value that equals what leaving it unset gives written as unset,
     so the two spellings of one run share a fingerprint: a model override equal to the preset's
     value (``embedding_fusion: "sum"``), or a training ``masking`` equal to the one every dynamic
-    shard set already applies. The vocabulary size is left alone: its default is the shards'."""
-    preset = BertConfig.from_preset(cfg.preset)
-    same = {k: None for k, v in cfg.model if v is not None and k != "vocab_size" and v == getattr(preset, k)}
+    shard set already applies, or a preset equal to the init model's architecture. The vocabulary
+    size is left alone: its default is the shards'."""
+    if cfg.init is not None:
+        init = open_init(cfg.init)
+        base, preset = init.config, None  # a preset given with an init can only agree with it (else an error)
+    else:
+        base, preset = BertConfig.from_preset(cfg.preset or "tiny"), cfg.preset
+    same = {k: None for k, v in cfg.model if v is not None and k != "vocab_size" and v == getattr(base, k)}
     masking = None if cfg.masking is not None and all(s.dynamic and s.masking == cfg.masking for s in phases) else cfg.masking
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update=same), "masking": masking})
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update=same), "masking": masking, "preset": preset})
 
 
 class PretrainStage(Stage[PretrainConfig]):
@@ -65,7 +71,11 @@ class PretrainStage(Stage[PretrainConfig]):
 
     @classmethod
     def fingerprint_config(cls, cfg: PretrainConfig) -> dict[str, Any]:
-        fields = cfg.model_dump(mode="json", exclude=FREE_FIELDS) | ({"devices": cfg.devices} if cfg.devices > 1 else {})
+        fields = cfg.model_dump(mode="json", exclude=FREE_FIELDS | {"init"}) | ({"devices": cfg.devices} if cfg.devices > 1 else {})
+        if cfg.init is None:
+            fields["preset"] = cfg.preset or "tiny"  # unset is tiny: the fingerprints of runs before `init` existed
+        else:
+            fields["init"] = open_init(cfg.init).digest  # the weights' content, wherever they are
         if cfg.masking is not None:
             fields["masking"] = cfg.masking.fingerprint_fields()
         if not fields["keep_steps"]:
@@ -109,7 +119,7 @@ class PretrainStage(Stage[PretrainConfig]):
                            stop_at_step=self.stop_at_step)
         if res.interrupted:
             raise TrainingInterrupted(res.step, out)
-        return {"step": res.step, "parameters": res.parameters}
+        return {"step": res.step, "parameters": res.parameters, "init_missing": res.init_missing}
 
     def publish(self, out: Path, reports: list[dict[str, Any]]) -> dict[str, Any]:
         from bertpipe.train.curves import last_records, plot_training_curves
@@ -119,7 +129,12 @@ class PretrainStage(Stage[PretrainConfig]):
         kept = {str(k): f"checkpoints/step-{k:07d}/model" for k in self.cfg.keep_steps if k <= self.cfg.steps}
         if missing := [p for p in kept.values() if not (out / p).is_dir()]:
             raise FileNotFoundError(f"pretraining kept no checkpoint at {missing}")
-        return {"config": self.fingerprint_config(self.cfg), "devices": self.cfg.devices,
+        init = None
+        if self.cfg.init is not None:
+            src = open_init(self.cfg.init)
+            init = {"source": self.cfg.init, "path": str(src.path), "digest": src.digest, "kind": src.kind,
+                    "left_at_init": report.pop("init_missing", [])}
+        return {"config": self.fingerprint_config(self.cfg), "devices": self.cfg.devices, "init": init,
                 "upstream": {"shards": self.upstream()[0], "phase2": self.upstream()[1] or None},
                 "final": "final", "kept": kept, "metrics": "metrics.jsonl", "plots": [str(p.relative_to(out)) for p in plots],
                 **report, **last_records(out / "metrics.jsonl")}
