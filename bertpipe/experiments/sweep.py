@@ -57,6 +57,10 @@ class SweepSpec(BaseModel):
     # Three seeds: enough for a spread, affordable at the tiny preset on 2 cores.
     seeds: list[int] = Field([1, 2, 3], min_length=1, description="pretraining seeds per variant")
     experiment: str = Field("sweep", description="MLflow experiment of the sweep and its runs")
+    # A variant that pretrains nothing (an init model as published) differs between seeds only
+    # through its fine-tuning: with this, each run fine-tunes with its own seed, so the paired
+    # intervals hold the fine-tuning's noise on both sides.
+    seeded_finetune: bool = Field(False, description="fine-tune each run with its seed (finetune.seeds = [seed])")
     baseline: str | None = Field(None, description="variant label the report compares every other variant with "
                                                    "(default: the first variant)")
     paper: str = Field("", description="the paper's figures for this comparison (markdown), quoted in reports")
@@ -95,6 +99,7 @@ def variant_overrides(spec: SweepSpec, variant: Variant, seed: int) -> dict[str,
             out = deep_merge(out, dotted(key, value))
     out = deep_merge(out, {"pretrain": {"seed": seed}})
     ft = {k.removeprefix("finetune."): v for k, v in (spec.overrides | variant.changes).items() if k.startswith("finetune.")}
+    ft |= {"seeds": [seed]} if spec.seeded_finetune else {}
     if ft:
         tasks = out.get("evaluate")
         if tasks is None:

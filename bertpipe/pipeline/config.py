@@ -38,6 +38,7 @@ from bertpipe.data.shards import ShardsConfig
 from bertpipe.data.wordpiece import WordPieceConfig
 from bertpipe.model.init import InitSource, open_init
 from bertpipe.tasks.config import EvalTask
+from bertpipe.tasks.text import task_corpus
 from bertpipe.train.config import PretrainConfig
 
 # Keys that were valid in an earlier release (dotted path → its successor, or None: dropped with
@@ -51,7 +52,10 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    corpus: list[str] = Field(["data/sample"], min_length=1, description="input files, directories or globs")
+    corpus: list[str] = Field(["data/sample"], description="input files, directories or globs")
+    # Task-adaptive pretraining (Gururangan et al. 2020): the tasks' unlabelled training text.
+    corpus_tasks: list[str] = Field([], description="names of `evaluate` tasks whose training text (labels dropped) "
+                                                    "joins the corpus")
     work_dir: str = Field("cache", description="root of every stage's fingerprinted outputs")
     experiment: str = Field("pretrain", description="MLflow experiment")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: sqlite:///<base dir>/mlflow.db)")
@@ -75,6 +79,11 @@ class PipelineConfig(BaseModel):
     def _trainable(self) -> PipelineConfig:
         """The rules that join stages, checked here rather than when training reaches them."""
         phases = {"shards": self.shards} | ({"phase2": self.phase2} if self.phase2 is not None else {})
+        if not self.corpus and not self.corpus_tasks:
+            raise ValueError("`corpus` is empty and `corpus_tasks` names no task: there is no text to pretrain on")
+        if unknown := [t for t in self.corpus_tasks if t not in {e.name for e in self.evaluate}]:
+            raise ValueError(f"`corpus_tasks` names {', '.join(map(repr, unknown))}, not tasks in `evaluate` "
+                             f"({', '.join(e.name for e in self.evaluate) or 'none'})")
         if self.pretrain.masking is not None and (static := [n for n, s in phases.items() if not s.dynamic]):
             raise ValueError(f"`pretrain.masking` is the masking drawn during training, which needs dynamic shards: set "
                              f"{' and '.join(f'`{n}.dynamic`' for n in static)} to true, or change `shards.masking` instead")
@@ -123,7 +132,11 @@ class PipelineConfig(BaseModel):
         return init
 
     def corpus_paths(self) -> list[str]:
-        return [str(resolve(p)) for p in self.corpus]
+        """The corpus as absolute paths, with the ``corpus_tasks``' training text (written once under
+        ``work_dir/task-text/``, named by the training file's content)."""
+        tasks = {t.name: t for t in self.evaluate}
+        texts = [str(task_corpus(tasks[name], self.work_path() / "task-text")) for name in self.corpus_tasks]
+        return [str(resolve(p)) for p in self.corpus] + texts
 
     def work_path(self) -> Path:
         return resolve(self.work_dir)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from bertpipe.data.masking import MaskingConfig
 from bertpipe.model.bert import BertConfig
@@ -57,7 +57,8 @@ class PretrainConfig(BaseModel):
     # 32 x 128 tokens: about a second per step for the tiny preset on a 2-core CPU.
     batch_size: int = Field(32, ge=1, description="sequences per rank per micro-batch")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    steps: int = Field(1000, ge=1, description="optimizer steps in total, both phases")
+    # 0 with `init`: no update; the init model is evaluated and saved as published (a baseline).
+    steps: int = Field(1000, ge=0, description="optimizer steps in total, both phases (0 with init: the model as published)")
     # The paper: 90% of steps at length 128, the last 10% at 512 (position embeddings learn late).
     phase2_fraction: float = Field(0.1, ge=0, lt=1, description="share of steps on the phase-2 shards, if given")
     phase2_batch_size: int | None = Field(None, ge=1, description="phase-2 micro-batch (default: batch_size)")
@@ -81,6 +82,12 @@ class PretrainConfig(BaseModel):
     # The number of processes multiplies the global batch, so more than one names another run.
     devices: int = Field(1, ge=1, description="data-parallel processes: >1 launches torchrun (one per GPU; gloo on CPU)")
 
+
+    @model_validator(mode="after")
+    def _steps(self) -> PretrainConfig:
+        if self.steps == 0 and self.init is None:
+            raise ValueError("`steps` 0 trains nothing: it is for an `init` model evaluated as published")
+        return self
 
     def architecture(self, init: InitSource | None = None, **data: Any) -> BertConfig:
         """The model this config trains: the preset (or ``init``'s architecture) with the model

@@ -171,7 +171,7 @@ class _Run:
         if cfg.compile:
             model = torch.compile(model)
         self.opt = build_optimizer(self.raw, cfg.optim)
-        self.sched = build_scheduler(self.opt, cfg.optim, cfg.steps)
+        self.sched = build_scheduler(self.opt, cfg.optim, max(cfg.steps, 1))  # 0 steps: an init evaluated as it is
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         step = self._resume()
         tokens = self.phases[0].batch_size * self.inputs.max_len  # MFU's denominator: a matmul at the model's FFN shape (tens of ms)
@@ -240,7 +240,7 @@ class _Run:
                                          init_missing=(self.init or {}).get("left_at_init", []))
         starts = np.cumsum([0] + [ph.steps for ph in self.phases])
         window, n_win, t_win, it, phase, first = torch.zeros(len(STATS), dtype=torch.float64), 0, 0.0, None, -1, True
-        if step == 0 and cfg.eval_every:  # the starting point of the held-out curves
+        if step == 0 and (cfg.eval_every or cfg.steps == 0):  # the starting point of the held-out curves
             res.eval = self._evaluate(0, 0)
         while step < cfg.steps:
             if (ph := int(np.searchsorted(starts, step, side="right")) - 1) != phase:

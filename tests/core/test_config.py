@@ -25,14 +25,14 @@ def test_keys_inside_lists_and_far_from_any_name_and_several_errors_at_once():
     data = load_pipeline_config("tiny").model_dump(mode="json")
     data["evaluate"] = [{"name": "t", "train": "a.jsonl", "eval": "b.jsonl", "config": {"task": "classify", "batchsize": 16}}]
     data["zzz"] = 1
-    data["pretrain"]["steps"] = 0
+    data["pretrain"]["steps"] = -1
     lines = str(pytest.raises(ConfigError, validate_config, PipelineConfig, data).value).splitlines()
     assert len(lines) == 3, lines
     assert "`evaluate[0].config.batchsize` is not a field; did you mean `batch_size`?" in lines
     (far,) = [ln for ln in lines if ln.startswith("`zzz`")]
     assert far.startswith("`zzz` is not a field; valid names here: `corpus`, ") and "`pretrain`" in far
     (steps,) = [ln for ln in lines if ln.startswith("`pretrain.steps`")]
-    assert "greater than or equal to 1" in steps
+    assert "greater than or equal to 0" in steps
 
 
 def test_path_text():

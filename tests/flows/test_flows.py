@@ -142,7 +142,7 @@ def test_rerun_is_cached_and_a_masking_change_reruns_only_shards_and_pretraining
 
 
 @pytest.mark.parametrize("bad,message", [
-    ({"pretrain": {"steps": -3}}, "greater than or equal to 1"),
+    ({"pretrain": {"steps": -3}}, "greater than or equal to 0"),
     ({"shards": {"masking": {"mask_split": [0.5, 0.5, 0.5]}}}, "summing to 1"),
     ({"corpus": ["/no/such/corpus.txt"]}, "no such file"),
     ({"evaluate_steps": [2]}, "`evaluate_steps` needs tasks"),

@@ -85,3 +85,13 @@ def test_overrides_change_the_fingerprints_they_should_and_only_those():
     fp = stage_fingerprints(base)
     rate = stage_fingerprints(with_overrides(base, {"shards": {"masking": {"masked_lm_prob": 0.3}}}))
     assert {k for k in fp if fp[k] != rate[k]} == {"shards", "pretrain"}
+
+
+def test_task_adaptive_corpus_and_zero_steps_are_checked():
+    task = {"name": "t", "train": "a.jsonl", "eval": "b.jsonl", "config": {"task": "classify"}}
+    with pytest.raises(ConfigError, match=r"`corpus_tasks` names 'u', not tasks in `evaluate` \(t\)"):
+        load_pipeline_config("tiny", {"evaluate": [task], "corpus_tasks": ["u"]})
+    with pytest.raises(ConfigError, match="`corpus` is empty and `corpus_tasks` names no task"):
+        load_pipeline_config("tiny", {"corpus": []})
+    with pytest.raises(ConfigError, match=r"`pretrain`: `steps` 0 trains nothing: it is for an `init` model"):
+        load_pipeline_config("tiny", {"pretrain": {"steps": 0}})

