@@ -14,7 +14,10 @@ Fairness, and the trade-offs taken:
       both sides read the rest from the same raw files, in the same formats. Our shards hold
       nothing out (``eval_fraction`` 0, no in-training evaluation), so both train on the same text.
     * Same model (our final config.json builds the HF config), same vocabulary (ours, trained
-      on the training text; its training time is charged to ours only), same token budget
+      on the training text; its training time is charged to ours only; or the init model's),
+      the same starting weights when the preset continues from published ones
+      (``pretrain.init``: ``--preset minilm-shared --corpus ...`` continues MiniLM on both
+      sides, ``BertForMaskedLM.from_pretrained`` on theirs), same token budget
       (steps × batch × length, the preset's), same optimizer and schedule (AdamW, lr, betas,
       eps, weight decay, clip, warmup, linear decay), same seed, same precision.
     * Clocks: each side's clock starts at its first data step; wall time therefore includes
@@ -234,7 +237,12 @@ def run_hf(files: list[Path], vocab: Path, cfg, hf_cfg: dict, eval_steps: list[i
                 stamps[state.global_step] = time.perf_counter() - t0
                 control.should_save = True
 
-    model = BertForMaskedLM(BertConfig(**hf_cfg))
+    if cfg.pretrain.init is None:
+        model = BertForMaskedLM(BertConfig(**hf_cfg))
+    else:  # continued pretraining: the same published weights (heads they lack at transformers' init), our config
+        from bertpipe.model.init import open_init
+
+        model = BertForMaskedLM.from_pretrained(str(open_init(cfg.pretrain.init).path), config=BertConfig(**hf_cfg))
     warmup = math.ceil(o.warmup_ratio * p.steps) if o.warmup_ratio is not None else o.warmup_steps
     args = TrainingArguments(output_dir=str(work / "trainer"), per_device_train_batch_size=p.batch_size, max_steps=p.steps,
                              learning_rate=o.lr, warmup_steps=warmup, lr_scheduler_type=o.schedule, weight_decay=o.weight_decay,
@@ -298,7 +306,8 @@ def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | Non
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)
     start, load_before = time.perf_counter(), _load()
-    base = load_pipeline_config(preset, {**(overrides or {}), **({"corpus": corpus} if corpus else {})}, source="bench quality")
+    given = {"corpus": corpus, "corpus_tasks": []} if corpus else {}  # a corpus given replaces the preset's text
+    base = load_pipeline_config(preset, {**(overrides or {}), **given}, source="bench quality")
     steps = base.pretrain.steps
     every = max(1, steps // eval_points)  # one cadence: ours logs, both sides checkpoint at these steps and the last
     eval_steps = sorted({*range(every, steps + 1, every), steps})
@@ -306,7 +315,8 @@ def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | Non
     train_paths, held_texts = split_corpus(base.corpus_paths(), work / "corpus", heldout_fraction, seed)
     log(f"corpus split: {len(held_texts)} held-out documents ({sum(map(len, held_texts)):,} characters)")
     pre = {"eval_every": 0, "checkpoint_every": 0, "keep_checkpoints": 1, "keep_steps": eval_steps[:-1], "log_every": every}
-    cfg = with_overrides(base, {"corpus": train_paths, "work_dir": str(work / "ours"), "evaluate": [], "evaluate_steps": [],
+    cfg = with_overrides(base, {"corpus": train_paths, "corpus_tasks": [], "work_dir": str(work / "ours"), "evaluate": [],
+                                "evaluate_steps": [],
                                 "shards": {"eval_fraction": 0.0}, "pretrain": pre}
                          | ({"phase2": {"eval_fraction": 0.0}} if base.phase2 is not None else {}))
     loads = {"before": load_before}

@@ -1,9 +1,10 @@
 """Data-parallel pretraining under torchrun: the launcher and the module each process runs.
 
 ``torchrun(...)`` starts ``torchrun --standalone --nproc_per_node N -m bertpipe.train.launcher``
-on the run directory (NCCL on GPUs, gloo processes on CPU) and, when it has finished,
-forwards every record of ``metrics.jsonl`` to ``on_metrics`` (MLflow gets the curves after the
-run, not live: the ranks live in other processes). ``python -m bertpipe.train.launcher
+on the run directory (NCCL on GPUs, gloo processes on CPU) and, while it runs, follows rank
+0's ``metrics.jsonl`` and forwards each record to ``on_metrics`` as it is written (every half
+second, whole lines only), so MLflow and the Prefect progress show the curves live although
+the ranks are other processes. ``python -m bertpipe.train.launcher
 SHARDS --run-dir DIR --config CFG.json`` is what each rank runs; it trains in ``DIR`` with
 ``bertpipe.train.loop.pretrain`` and exits with 143 when stopped by SIGTERM.
 """
@@ -16,6 +17,8 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,18 +43,49 @@ def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Pa
     cmd += ["--phase2-shards", str(phase2)] if phase2 is not None else []
     cmd += [] if resume else ["--no-resume"]
     log.info("launching %s", " ".join(cmd))
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode not in (0, 143):
-        raise RuntimeError(f"torchrun exited with {done.returncode}:\n{done.stderr[-4000:]}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    for rec in records if on_metrics else []:
-        on_metrics(rec)
+    follow = _Follower(run_dir / "metrics.jsonl")
+    with tempfile.TemporaryFile("w+") as output:
+        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, text=True)
+        try:
+            while proc.poll() is None:
+                follow.forward(on_metrics)
+                time.sleep(0.5)
+        finally:
+            if proc.poll() is None:  # this process was interrupted: stop the ranks too
+                proc.terminate()
+                proc.wait(60)
+        follow.forward(on_metrics)
+        if proc.returncode not in (0, 143):
+            output.seek(0)
+            raise RuntimeError(f"torchrun exited with {proc.returncode}:\n{output.read()[-4000:]}")
+    records = follow.records
     start = next(r for r in reversed(records) if r.get("event") == "start")
     last = {split: next((r for r in reversed(records) if r.get("split") == split), None) for split in ("train", "eval")}
     step = (last["train"] or {}).get("step", 0)
     return PretrainResult(run_dir, step, final_dir=run_dir / "final" if step >= cfg.steps else None,
-                          interrupted=done.returncode == 143, train=last["train"], eval=last["eval"],
+                          interrupted=proc.returncode == 143, train=last["train"], eval=last["eval"],
                           parameters=start["parameters"], init_missing=(start.get("init") or {}).get("left_at_init", []))
+
+
+class _Follower:
+    """The records appended to a JSONL file, read as they come (a partial last line waits)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.records = path, 0, list[dict[str, Any]]()
+
+    def forward(self, on_metrics: Callable[[dict[str, Any]], None] | None) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode().splitlines():
+            if line:
+                self.records.append(rec := json.loads(line))
+                if on_metrics is not None:
+                    on_metrics(rec)
 
 
 def main(argv: list[str] | None = None) -> int:
