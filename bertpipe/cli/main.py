@@ -70,6 +70,7 @@ def _cmd_shards(args: argparse.Namespace) -> None:
 
 def _cmd_pretrain(args: argparse.Namespace) -> None:
     from bertpipe.train.config import PretrainConfig
+    from bertpipe.train.launcher import FollowerNode
     from bertpipe.train.stage import TrainingInterrupted, pretrain_stage
 
     cfg = config_from_args(PretrainConfig, args, json.loads(Path(args.config).read_text()) if args.config else None,
@@ -79,6 +80,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> None:
     except TrainingInterrupted as e:
         logging.warning("%s", e)
         raise SystemExit(143) from None
+    except FollowerNode as e:
+        print(f"pretrain: {e}")
+        return
     m = res.manifest
     print(res.summary())
     print(f"  {m['step']} steps, {m['parameters']:,} parameters; model in {res.file(m['final'])}")

@@ -81,13 +81,26 @@ class PretrainConfig(BaseModel):
     shuffle_buffer: int = Field(10_000, ge=0, description="rows in the shuffle buffer")
     # The number of processes multiplies the global batch, so more than one names another run.
     devices: int = Field(1, ge=1, description="data-parallel processes: >1 launches torchrun (one per GPU; gloo on CPU)")
+    # Several machines: each runs the same command; torchrun's c10d rendezvous forms the group.
+    nnodes: int = Field(1, ge=1, description="machines, each running `devices` processes (the same command on each)")
+    rdzv_endpoint: str | None = Field(None, description="HOST:PORT of the c10d rendezvous (a node's address; needed with nnodes > 1)")
+    rdzv_id: str = Field("bertpipe", description="rendezvous id: one per job, the same on every node")
+    rdzv_timeout: int = Field(900, ge=1, description="seconds to wait for every node to join")
+    node_rank: int | None = Field(None, ge=0, description="this node's rank for a static rendezvous (default: assigned at join)")
 
 
     @model_validator(mode="after")
     def _steps(self) -> PretrainConfig:
         if self.steps == 0 and self.init is None:
             raise ValueError("`steps` 0 trains nothing: it is for an `init` model evaluated as published")
+        if self.nnodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError(f"`nnodes` {self.nnodes} needs `rdzv_endpoint` (HOST:PORT of one node, reachable from all)")
+        if self.node_rank is not None and self.node_rank >= self.nnodes:
+            raise ValueError(f"`node_rank` {self.node_rank} must be below `nnodes` {self.nnodes}")
         return self
+
+    def world_size(self) -> int:
+        return self.devices * self.nnodes
 
     def architecture(self, init: InitSource | None = None, **data: Any) -> BertConfig:
         """The model this config trains: the preset (or ``init``'s architecture) with the model
@@ -100,6 +113,7 @@ class PretrainConfig(BaseModel):
 
 
 # Fields that may change between an interrupted run and its resumption.
-# (``devices`` is checked on resume as the world size, and fingerprinted when above 1.)
+# (The world size, devices x nnodes, is checked on resume and fingerprinted when above 1, as
+# ``devices``: two nodes of one process train as one node of two.)
 FREE_FIELDS = {"log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "device", "compile",
-               "devices"}
+               "devices", "nnodes", "rdzv_endpoint", "rdzv_id", "rdzv_timeout", "node_rank"}

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,22 +31,40 @@ from bertpipe.train.loop import PretrainResult, pretrain
 log = logging.getLogger(__name__)
 
 
+class FollowerNode(RuntimeError):
+    """This node's processes finished their share of a multi-node run; the node of rank 0 publishes it."""
+
+
+def torchrun_command(cfg: PretrainConfig) -> list[str]:
+    """torchrun's launch flags: one machine (``--standalone``), or one node of several joining a
+    c10d rendezvous (a static one with ``node_rank``)."""
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(cfg.devices)]
+    if cfg.nnodes == 1 and cfg.rdzv_endpoint is None:
+        return [*cmd, "--standalone"]
+    cmd += ["--nnodes", str(cfg.nnodes), "--rdzv-endpoint", str(cfg.rdzv_endpoint), "--rdzv-id", cfg.rdzv_id]
+    if cfg.node_rank is not None:
+        return [*cmd, "--rdzv-backend", "static", "--node-rank", str(cfg.node_rank)]
+    return [*cmd, "--rdzv-backend", "c10d", "--rdzv-conf", f"join_timeout={cfg.rdzv_timeout}"]
+
+
 def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Path,
              on_metrics: Callable[[dict[str, Any]], None] | None = None, resume: bool = True) -> PretrainResult:
-    """Train in ``cfg.devices`` processes; returns what rank 0 logged."""
+    """Train in ``cfg.devices`` processes on each of ``cfg.nnodes`` machines; returns what rank 0
+    logged. On a node without rank 0, ``FollowerNode`` once its processes are done."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "pretrain-config.json"
     if cfg.init is not None:  # every rank reads the same local copy (a registered model is downloaded once, here)
         cfg = cfg.model_copy(update={"init": str(open_init(cfg.init).path)})
     config.write_text(cfg.model_dump_json(indent=2))
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(cfg.devices),
-           "-m", "bertpipe.train.launcher", str(shards), "--run-dir", str(run_dir), "--config", str(config)]
+    launch = uuid.uuid4().hex  # rank 0 writes it into the run directory: the node that launched it publishes
+    cmd = [*torchrun_command(cfg), "-m", "bertpipe.train.launcher", str(shards), "--run-dir", str(run_dir),
+           "--config", str(config)]
     cmd += ["--phase2-shards", str(phase2)] if phase2 is not None else []
     cmd += [] if resume else ["--no-resume"]
     log.info("launching %s", " ".join(cmd))
     follow = _Follower(run_dir / "metrics.jsonl")
     with tempfile.TemporaryFile("w+") as output:
-        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, text=True, env=os.environ | {LAUNCH: launch})
         try:
             while proc.poll() is None:
                 follow.forward(on_metrics)
@@ -58,6 +77,8 @@ def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Pa
         if proc.returncode not in (0, 143):
             output.seek(0)
             raise RuntimeError(f"torchrun exited with {proc.returncode}:\n{output.read()[-4000:]}")
+    if cfg.nnodes > 1 and (run_dir / LEAD).read_text() != launch:
+        raise FollowerNode(f"this node's {cfg.devices} process(es) finished; the node running rank 0 publishes the output")
     records = follow.records
     start = next(r for r in reversed(records) if r.get("event") == "start")
     last = {split: next((r for r in reversed(records) if r.get("split") == split), None) for split in ("train", "eval")}
@@ -65,6 +86,10 @@ def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Pa
     return PretrainResult(run_dir, step, final_dir=run_dir / "final" if step >= cfg.steps else None,
                           interrupted=proc.returncode == 143, train=last["train"], eval=last["eval"],
                           parameters=start["parameters"], init_missing=(start.get("init") or {}).get("left_at_init", []))
+
+
+LAUNCH = "BERTPIPE_LAUNCH_ID"  # set for torchrun by the launching process
+LEAD = ".rank0-launch"  # in the run directory: the launch id of the node running rank 0
 
 
 class _Follower:
@@ -99,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PretrainConfig.model_validate_json(Path(a.config).read_text())
     logging.basicConfig(level=logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING,
                         format="%(asctime)s %(message)s")
+    if os.environ.get("RANK") == "0":  # which node's launcher publishes the run
+        (Path(a.run_dir) / LEAD).write_text(os.environ.get(LAUNCH, ""))
     res = pretrain(a.shards, cfg, a.run_dir, a.phase2_shards, resume=not a.no_resume)
     return 143 if res.interrupted else 0
 

@@ -40,8 +40,10 @@ import os
 import random
 import shutil
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -155,6 +157,8 @@ class _Run:
         if not resume and list(self.ckpt_root.glob("step-*")):
             raise FileExistsError(f"{self.ckpt_root} holds checkpoints; resume, or choose another out_dir")
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.world > 1:
+            self._check_shared_storage()
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -187,6 +191,23 @@ class _Run:
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
+
+    def _check_shared_storage(self) -> None:
+        """Every rank must see the run directory rank 0 writes (several nodes: shared storage)."""
+        token = [uuid.uuid4().hex if self.rank == 0 else None]
+        dist.broadcast_object_list(token, src=0)
+        probe = self.out / f".shared-{token[0]}"
+        if self.rank == 0:
+            probe.write_text(socket.gethostname())
+        dist.barrier()
+        seen: list[Any] = [None] * self.world
+        dist.all_gather_object(seen, (self.rank, socket.gethostname(), probe.exists()))
+        dist.barrier()
+        if self.rank == 0:
+            probe.unlink()
+        if blind := [(r, host) for r, host, ok in seen if not ok]:
+            raise RuntimeError(f"rank(s) {', '.join(f'{r} on {h}' for r, h in blind)} do not see the run directory {self.out} "
+                               "that rank 0 writes: every node needs it at the same path on shared storage")
 
     def _load_init(self) -> dict[str, Any] | None:
         """The init source's weights over the fresh model; what it lacks stays as BERT initialises it."""

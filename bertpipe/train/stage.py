@@ -71,7 +71,7 @@ class PretrainStage(Stage[PretrainConfig]):
 
     @classmethod
     def fingerprint_config(cls, cfg: PretrainConfig) -> dict[str, Any]:
-        fields = cfg.model_dump(mode="json", exclude=FREE_FIELDS | {"init"}) | ({"devices": cfg.devices} if cfg.devices > 1 else {})
+        fields = cfg.model_dump(mode="json", exclude=FREE_FIELDS | {"init"}) | ({"devices": cfg.world_size()} if cfg.world_size() > 1 else {})
         if cfg.init is None:
             fields["preset"] = cfg.preset or "tiny"  # unset is tiny: the fingerprints of runs before `init` existed
         else:
@@ -108,7 +108,7 @@ class PretrainStage(Stage[PretrainConfig]):
         return [out]
 
     def run_unit(self, out: Path) -> dict[str, Any]:
-        if self.cfg.devices > 1:
+        if self.cfg.world_size() > 1:
             from bertpipe.train.launcher import torchrun
 
             res = torchrun(self.cfg, self.shards, self.phase2, out, self.on_metrics, resume=self.resume)
@@ -134,7 +134,7 @@ class PretrainStage(Stage[PretrainConfig]):
             src = open_init(self.cfg.init)
             init = {"source": self.cfg.init, "path": str(src.path), "digest": src.digest, "kind": src.kind,
                     "left_at_init": report.pop("init_missing", [])}
-        return {"config": self.fingerprint_config(self.cfg), "devices": self.cfg.devices, "init": init,
+        return {"config": self.fingerprint_config(self.cfg), "devices": self.cfg.world_size(), "init": init,
                 "upstream": {"shards": self.upstream()[0], "phase2": self.upstream()[1] or None},
                 "final": "final", "kept": kept, "metrics": "metrics.jsonl", "plots": [str(p.relative_to(out)) for p in plots],
                 **report, **last_records(out / "metrics.jsonl")}
