@@ -9,7 +9,11 @@ they stay meaningful on a loaded machine, where absolute times do not.
 
 ``MatmulReplay`` (``matmul_time``) is the other half of the question "how far from the
 limit": it records every matrix product a step calls (shapes, strides, dtypes; backward
-included) and times them alone, replayed on random operands. The step's model FLOPs over that
+included) and times them alone, replayed on random operands laid out as the step's were
+(operands that viewed the same memory in the step, a weight read forward and transposed
+backward, an activation and its weight gradient's read of it, view one random buffer, so the
+replay holds about the step's working set: 2-3 GB at BERT-Base in fp32, not a copy per
+product, which was 7.7 GB). The step's model FLOPs over that
 time is the MFU the step would reach if everything but its matrix products were free: the
 ceiling that removing elementwise work, casts and overhead can approach, set by torch's own
 kernels at the step's shapes (on CPUs a weight gradient, which sums over all tokens, runs at
@@ -114,17 +118,28 @@ MATMUL_OPS = (_aten.mm.default, _aten.addmm.default, _aten.bmm.default, _aten.ba
 
 
 class _Operand(NamedTuple):
-    """A recorded tensor operand: what replaying needs to lay out random values like it."""
+    """A recorded tensor operand: its layout, and which memory of the step it was a view of."""
 
     shape: tuple[int, ...]
     stride: tuple[int, ...]
+    offset: int  # in elements, into its storage
     dtype: torch.dtype
     device: torch.device
+    storage: tuple[int, int]  # (address, bytes) of the step's storage it viewed
 
-    def random(self, gen: torch.Generator) -> torch.Tensor:
-        """Random values with this layout (transposed and broadcast views included)."""
-        size = 1 + sum((n - 1) * st for n, st in zip(self.shape, self.stride, strict=True)) if all(self.shape) else 0
-        return torch.randn(size, generator=gen, device=self.device).to(self.dtype).as_strided(self.shape, self.stride)
+    @classmethod
+    def of(cls, t: torch.Tensor) -> _Operand:
+        st = t.untyped_storage()
+        return cls(tuple(t.shape), t.stride(), t.storage_offset(), t.dtype, t.device, (st.data_ptr(), st.nbytes()))
+
+    def view(self, buffers: dict, gen: torch.Generator) -> torch.Tensor:
+        """The same view (transposed and broadcast included) of a random buffer standing for its storage:
+        operands that shared memory in the step share it in the replay."""
+        key = (self.storage, self.dtype, self.device)
+        if key not in buffers:
+            n = self.storage[1] // self.dtype.itemsize
+            buffers[key] = torch.randn(n, generator=gen, device=self.device).to(self.dtype)
+        return buffers[key].as_strided(self.shape, self.stride, self.offset)
 
 
 class _MatmulRecorder(TorchDispatchMode):
@@ -137,7 +152,7 @@ class _MatmulRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in MATMUL_OPS:
-            spec = [_Operand(tuple(a.shape), a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor) else a for a in args]
+            spec = [_Operand.of(a) if isinstance(a, torch.Tensor) else a for a in args]
             self.calls.append((func, spec, kwargs))
         return func(*args, **kwargs)
 
@@ -158,14 +173,17 @@ class MatmulTime(NamedTuple):
 class MatmulReplay:
     """The matrix products of one call of a step, on random operands, ready to be timed alone."""
 
-    def __init__(self, step: Callable[[], None]) -> None:
-        step()  # warm-up: lazily built state (optimizer moments) is not recorded
+    def __init__(self, step: Callable[[], None], warmup: bool = True) -> None:
+        if warmup:  # lazily built state (optimizer moments) is not recorded; False when the step already ran
+            step()
         with _MatmulRecorder() as rec:
             step()
         operands = [a for _, spec, _ in rec.calls for a in spec if isinstance(a, _Operand)]
         self.device = operands[0].device if operands else torch.device("cpu")
-        gen = torch.Generator(device=self.device).manual_seed(0)
-        self.calls = [(func, [a.random(gen) if isinstance(a, _Operand) else a for a in spec], kw) for func, spec, kw in rec.calls]
+        gen, buffers = torch.Generator(device=self.device).manual_seed(0), {}
+        self.calls = [(func, [a.view(buffers, gen) if isinstance(a, _Operand) else a for a in spec], kw)
+                      for func, spec, kw in rec.calls]
+        self.bytes = sum(b.untyped_storage().nbytes() for b in buffers.values())  # the replay's operand memory
         self.flops = sum(_flops(func, spec) for func, spec, _ in rec.calls)
 
     def _replay(self) -> None:
@@ -174,10 +192,12 @@ class MatmulReplay:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def seconds(self, repeats: int = 5) -> float:
-        """The median of ``repeats`` timed replays of all the products, in order, after a warm-up one."""
+    def seconds(self, repeats: int = 5, warmup: bool = True) -> float:
+        """The median of ``repeats`` timed replays of all the products, in order, after a warm-up one (unless
+        ``warmup`` is False: when a replay ran before, as in a benchmark's later repetitions)."""
         with torch.no_grad():
-            self._replay()
+            if warmup:
+                self._replay()
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()

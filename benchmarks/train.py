@@ -31,7 +31,8 @@ MFU and ceiling is what such work costs, the gap between ceiling and 1 is torch'
 kernels at these shapes against the FFN-shaped peak.
 
 ``transformers`` is a dev dependency: the script says so and skips the comparison when it is
-absent. The last printed line is one JSON object.
+absent. The last printed line is one JSON object. ``--size base`` / ``--size minilm`` measure
+real sizes instead, both sides in both precisions (``benchmarks.realsize``).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def _batch(vocab: int, device: torch.device, batch: int = BATCH) -> dict[str, to
     return {k: v.to(device) for k, v in out.items()}
 
 
-def _time_steps(step, steps: int, device: torch.device) -> tuple[float, float]:
-    step()  # warm-up (allocator, kernels)
+def _time_steps(step, steps: int, device: torch.device, warmup: bool = True) -> tuple[float, float]:
+    if warmup:
+        step()  # warm-up (allocator, kernels)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -116,7 +118,18 @@ def _hf_step(cfg: BertConfig, device: torch.device):
     return step
 
 
-def bench_train(steps: int = 8, repeats: int = 3, profile: bool = False, with_compile: bool = False) -> dict:
+def bench_train(steps: int | None = None, repeats: int | None = None, profile: bool = False, with_compile: bool = False,
+                size: str = "small") -> dict:
+    """``size`` "small" (the default: hidden 256, 4 layers, our fp32 and bf16 beside transformers' fp32), or a real
+    size, "base" or "minilm" (``benchmarks.realsize``: both sides in both precisions); steps and repeats default to
+    the size's own counts."""
+    if size != "small":
+        from benchmarks.realsize import bench_real_size, real_size
+
+        if with_compile:
+            raise ValueError("--compile is measured at the small size only")
+        return bench_real_size(real_size(size, steps, repeats), profile=profile)
+    steps, repeats = steps or 8, repeats or 3
     keep_freed_memory()
     device = torch.device("cpu")
     cfg = BertConfig(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)

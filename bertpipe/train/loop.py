@@ -61,7 +61,7 @@ from bertpipe.model.hf import load_into
 from bertpipe.model.init import init_state
 from bertpipe.model.bert import BertForPreTraining, pretraining_loss
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
-from bertpipe.train.flops import model_peak, peak_dtype, train_flops
+from bertpipe.train.flops import model_peak_stats, peak_dtype, train_flops
 from bertpipe.train.hostmem import keep_freed_memory
 from bertpipe.train.inputs import Phase, read_inputs
 from bertpipe.train.optim import build_optimizer, build_scheduler
@@ -178,12 +178,12 @@ class _Run:
         self.sched = build_scheduler(self.opt, cfg.optim, max(cfg.steps, 1))  # 0 steps: an init evaluated as it is
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         step = self._resume()
-        tokens = self.phases[0].batch_size * self.inputs.max_len  # MFU's denominator: a matmul at the model's FFN shape (tens of ms)
-        self.peak = model_peak(mcfg, self.device, cfg.precision, tokens)
+        tokens = self.phases[0].batch_size * self.inputs.max_len  # MFU's denominator: a matmul at the model's FFN shape (about half a second)
+        self.peak = (peak := model_peak_stats(mcfg, self.device, cfg.precision, tokens)).flops_per_s
         self.emit({"event": "start", "step": step, "world_size": self.world, "device": str(self.device),
                    "parameters": self.raw.num_parameters(), "model": mcfg.model_dump(), "config": cfg.model_dump(mode="json"),
                    "peak_tflops": self.peak / 1e12, "peak_matmul": [tokens, mcfg.hidden_size, mcfg.intermediate_size],
-                   "peak_dtype": str(peak_dtype(cfg.precision)), "init": self.init})
+                   "peak_dtype": str(peak_dtype(cfg.precision)), "init": self.init, **peak.record()})
         main_thread = threading.current_thread() is threading.main_thread()
         prev = signal.signal(signal.SIGTERM, self._on_sigterm) if main_thread else None
         try:

@@ -46,3 +46,21 @@ def test_the_profile_puts_matmuls_and_the_optimizer_in_their_categories():
     assert prof.ms["matmul"] > 0 and prof.ms[OPTIMIZER] > 0
     assert abs(sum(prof.shares().values()) - 1) < 0.01
     assert "matmul" in prof.format("tiny")
+
+
+def test_operands_that_shared_memory_in_the_step_share_it_in_the_replay():
+    from benchmarks.profile import MatmulReplay
+
+    x, w = torch.randn(64, 32), torch.randn(48, 32)
+
+    def step() -> None:  # w forward and transposed, x twice: two distinct storages, four operands
+        torch.mm(x, w.t())
+        torch.mm(torch.mm(x, w.t()), w)
+
+    replay = MatmulReplay(step)
+    (_, (a1, b1), _), (_, (a2, b2), _), (_, (_, b3), _) = replay.calls
+    assert a1.data_ptr() == a2.data_ptr() and b1.data_ptr() == b2.data_ptr() == b3.data_ptr() != a1.data_ptr()
+    assert b1.stride() == (1, 32) and b3.stride() == (32, 1)  # w's layouts: transposed, then as stored
+    assert not torch.equal(a1, x)  # random values, not the step's
+    # x, w, and the one intermediate product: not a copy per operand (6 operands, 3 storages)
+    assert replay.bytes == 4 * (64 * 32 + 48 * 32 + 64 * 48)
