@@ -109,7 +109,7 @@ def load_hf_directory(path: str | os.PathLike) -> tuple[BertConfig, dict[str, Te
 
 
 def load_hf_directory_with_report(
-    path: str | os.PathLike,
+    path: str | os.PathLike, warn: bool = True,
 ) -> tuple[BertConfig, dict[str, Tensor], HFLoadReport]:
     hf_dir = _resolve_hf_dir(Path(path))
     cfg = config_from_hf(json.loads((hf_dir / CONFIG).read_text()))
@@ -141,7 +141,7 @@ def load_hf_directory_with_report(
         if k in state and state[k].shape != expected[k].shape:
             raise ValueError(f"{k}: shape {tuple(state[k].shape)} in file, "
                              f"{tuple(expected[k].shape)} expected from config.json")
-    if report.missing:
+    if report.missing and warn:  # (a caller that reports them itself passes warn=False)
         log.warning("HF weights in %s lack %d tensors (left at init): %s",
                     hf_dir, len(report.missing), report.missing)
     if report.ignored:

@@ -134,7 +134,7 @@ def init_state(src: InitSource, model: BertConfig) -> tuple[dict[str, Tensor], l
     """The tensors to load into a model of ``model``'s architecture, and our names the source
     lacks (left as BERT initialises them)."""
     if src.kind == "hf":
-        _, state, report = load_hf_directory_with_report(src.path)
+        _, state, report = load_hf_directory_with_report(src.path, warn=False)  # the loop lists them
         return state, report.missing
     state = load_state_dict(src.path)
     with torch.device("meta"):

@@ -9,13 +9,19 @@ derives from them as one ``RunInputs``: the model's config (its vocabulary size 
 shards), whether NSP is trained, the longest sequence, the vocabulary file for checkpoints and
 the shards' fingerprints that a checkpoint records. The pipeline config checks the same
 cross-stage rules earlier (``bertpipe.pipeline.config``); these checks also cover shards
-handed to ``bertpipe pretrain`` directly.
+handed to ``bertpipe pretrain`` directly. ``check_shared_run_dir``: with several nodes, every
+rank must see the run directory rank 0 writes.
 """
 
 from __future__ import annotations
 
+import socket
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
 
 from bertpipe.data.loader import load_shards_manifest
 from bertpipe.model.bert import BertConfig
@@ -84,3 +90,22 @@ def _same_vocabulary(shards: Path, size: int, vocab_file: Path | None, init: Ini
         raise ValueError(f"the shards {shards} were built with the vocabulary {vocab_file or '(file not found)'} ({size} tokens), "
                          f"the init model {init.source} uses {init.vocab or '(no vocab.txt)'} ({init.config.vocab_size} "
                          "tokens): build the shards with the init model's vocabulary (wordpiece.vocab_file)")
+
+
+def check_shared_run_dir(out: Path, rank: int, world: int) -> None:
+    """Every rank must see the run directory rank 0 writes (several nodes: shared storage); an
+    error naming the ranks and hosts that do not, raised on every rank alike."""
+    token = [uuid.uuid4().hex if rank == 0 else None]
+    dist.broadcast_object_list(token, src=0)
+    probe = out / f".shared-{token[0]}"
+    if rank == 0:
+        probe.write_text(socket.gethostname())
+    dist.barrier()
+    seen: list[Any] = [None] * world
+    dist.all_gather_object(seen, (rank, socket.gethostname(), probe.exists()))
+    dist.barrier()
+    if rank == 0:
+        probe.unlink()
+    if blind := [(r, host) for r, host, ok in seen if not ok]:
+        raise RuntimeError(f"rank(s) {', '.join(f'{r} on {h}' for r, h in blind)} do not see the run directory {out} "
+                           "that rank 0 writes: every node needs it at the same path on shared storage")

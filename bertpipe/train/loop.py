@@ -40,10 +40,8 @@ import os
 import random
 import shutil
 import signal
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -63,7 +61,7 @@ from bertpipe.model.bert import BertForPreTraining, pretraining_loss
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
 from bertpipe.train.flops import model_peak_stats, peak_dtype, train_flops
 from bertpipe.train.hostmem import keep_freed_memory
-from bertpipe.train.inputs import Phase, read_inputs
+from bertpipe.train.inputs import Phase, check_shared_run_dir, read_inputs
 from bertpipe.train.optim import build_optimizer, build_scheduler
 from bertpipe.train.runstate import capture_rng, restore_rng
 
@@ -158,7 +156,7 @@ class _Run:
             raise FileExistsError(f"{self.ckpt_root} holds checkpoints; resume, or choose another out_dir")
         self.out.mkdir(parents=True, exist_ok=True)
         if self.world > 1:
-            self._check_shared_storage()
+            check_shared_run_dir(self.out, self.rank, self.world)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -191,23 +189,6 @@ class _Run:
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
-
-    def _check_shared_storage(self) -> None:
-        """Every rank must see the run directory rank 0 writes (several nodes: shared storage)."""
-        token = [uuid.uuid4().hex if self.rank == 0 else None]
-        dist.broadcast_object_list(token, src=0)
-        probe = self.out / f".shared-{token[0]}"
-        if self.rank == 0:
-            probe.write_text(socket.gethostname())
-        dist.barrier()
-        seen: list[Any] = [None] * self.world
-        dist.all_gather_object(seen, (self.rank, socket.gethostname(), probe.exists()))
-        dist.barrier()
-        if self.rank == 0:
-            probe.unlink()
-        if blind := [(r, host) for r, host, ok in seen if not ok]:
-            raise RuntimeError(f"rank(s) {', '.join(f'{r} on {h}' for r, h in blind)} do not see the run directory {self.out} "
-                               "that rank 0 writes: every node needs it at the same path on shared storage")
 
     def _load_init(self) -> dict[str, Any] | None:
         """The init source's weights over the fresh model; what it lacks stays as BERT initialises it."""
