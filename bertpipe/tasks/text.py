@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from bertpipe.core.fingerprint import hash_file
 from bertpipe.core.settings import resolve
+from bertpipe.core.stagedir import commit_file
 from bertpipe.tasks.config import EvalTask
 from bertpipe.tasks.data import QAExample, TagExample, TextExample
 from bertpipe.tasks.specs import spec_for
@@ -49,13 +49,13 @@ def task_corpus(task: EvalTask, out_dir: Path) -> Path:
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             for doc in task_documents(task):
                 f.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
+        commit_file(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return out
