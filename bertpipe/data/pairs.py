@@ -29,7 +29,11 @@ Fidelity to google-research/bert (see ../shared/REFERENCE.md):
 Modes: ``nsp`` (above), ``sop`` (ALBERT: B is always the real continuation and the two are
 swapped with probability 0.5; a one-sentence chunk is split inside the sentence), ``none``
 (RoBERTa FULL-SENTENCES: sentences packed contiguously up to ``max_seq_length - 2``,
-crossing document boundaries with an extra ``[SEP]``).
+crossing document boundaries with an extra ``[SEP]``). ``none`` with ``pack="tokens"`` cuts the
+same stream every ``max_seq_length - 2`` tokens, inside sentences (fairseq's
+``--sample-break-mode none``, ``transformers``' ``run_mlm.py`` ``group_texts``): every sequence
+but a block's last is full, where sentence packing leaves a partial sentence's room empty
+(about 0.8 of 128 tokens filled on State of the Union speeches).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import Literal
 import numpy as np
 
 NspMode = Literal["nsp", "sop", "none"]
+Pack = Literal["sentences", "tokens"]
 
 
 @dataclass
@@ -96,10 +101,11 @@ def sample_pairs(
     short_seq_prob: float = 0.1,
     mode: NspMode = "nsp",
     short_seq_per_instance: bool = False,
+    pack: Pack = "sentences",
 ) -> Instances:
-    """One pass of pair sampling over every document of the block."""
+    """One pass of pair sampling over every document of the block (``pack``: ``none`` mode only)."""
     if mode == "none":
-        return _pack_full_sentences(block, max_seq_length)
+        return _pack_stream(block, max_seq_length, by_tokens=pack == "tokens")
     u = _uniform_stream(rng)
     max_num = max_seq_length - 3
     sent_len = np.diff(block.sent_off).tolist()
@@ -180,8 +186,9 @@ def _truncate(inst: Instances, max_num: int, rng: np.random.Generator) -> Instan
     return inst
 
 
-def _pack_full_sentences(block: Block, max_seq_length: int) -> Instances:
-    """RoBERTa FULL-SENTENCES: the block as one stream with [SEP] between documents.
+def _pack_stream(block: Block, max_seq_length: int, by_tokens: bool = False) -> Instances:
+    """RoBERTa FULL-SENTENCES (or, ``by_tokens``, fixed-size windows): the block as one stream
+    with [SEP] between documents.
 
     Returns ranges into a *stream* index space: positions >= len(block.tokens) are not
     used; instead document separators are marked by ``-1`` entries that the materializer
@@ -189,6 +196,9 @@ def _pack_full_sentences(block: Block, max_seq_length: int) -> Instances:
     """
     cap = max_seq_length - 2
     stream_len, cuts = _stream_layout(block)
+    if by_tokens:
+        at = np.arange(0, stream_len, cap, dtype=np.int64)
+        return _stream_instances(at.tolist(), np.minimum(cap, stream_len - at).tolist())
     starts, lens = [], []
     pos = 0
     while pos < stream_len:
@@ -197,6 +207,10 @@ def _pack_full_sentences(block: Block, max_seq_length: int) -> Instances:
         starts.append(pos)
         lens.append(end - pos)
         pos = end
+    return _stream_instances(starts, lens)
+
+
+def _stream_instances(starts: list[int], lens: list[int]) -> Instances:
     n = len(starts)
     zeros = np.zeros(n, dtype=np.int64)
     return Instances(np.asarray(starts, np.int64), np.asarray(lens, np.int64), zeros, zeros.copy(),

@@ -116,3 +116,14 @@ def test_full_sentence_packing_covers_the_stream_in_order():
     assert (pieces == stream).all(), "every token exactly once, in order"
     assert (stream == -7).sum() == 3, "one [SEP] between consecutive documents"
     assert inst.a_start.tolist()[:3] == [0, 16, 46], "cuts fall on sentence boundaries unless a sentence is too long"
+
+
+def test_token_packing_fills_every_window_but_the_last():
+    block = make_block([[5, 7, 3], [50, 2], [90], [4, 4, 4, 4]])
+    inst = sample_pairs(block, np.random.default_rng(0), max_seq_length=32, mode="none", pack="tokens")
+    by_sentence = sample_pairs(block, np.random.default_rng(0), max_seq_length=32, mode="none")
+    stream = stream_tokens(block, sep_id=-7)
+    pieces = np.concatenate([stream[s : s + n] for s, n in zip(inst.a_start, inst.a_len)])
+    assert (pieces == stream).all(), "every token exactly once, in order"
+    assert (inst.a_len[:-1] == 30).all() and 0 < inst.a_len[-1] <= 30
+    assert len(inst) == -(-len(stream) // 30) < len(by_sentence), "fewer, fuller windows than sentence packing"

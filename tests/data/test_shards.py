@@ -158,3 +158,15 @@ def test_unk_positions_are_predicted_as_in_the_reference_unless_excluded(tmp_pat
     assert n_unk >= 5 and n_unk_excl == 0, (n_unk, n)  # before: 0 of 10,492 with the defaults
     assert default.fingerprint != excluded.fingerprint
     assert "mask_unk" not in default.manifest["config"]["masking"]  # the default keeps earlier shards' names
+
+
+def test_token_packing_fills_rows_and_keeps_default_names(sample_docs, sample_tok, tmp_path):
+    base = ShardsConfig(workers=1, dupe_factor=1, max_seq_length=37, nsp_mode="none", dynamic=True)
+    packed = build_shards(sample_docs.path, sample_tok.path, base.model_copy(update={"pack": "tokens"}), tmp_path / "s", progress=False)
+    lengths = [len(r["input_ids"]) for r in rows_of(packed)]
+    assert lengths.count(37) >= len(lengths) - 1 and len(lengths) > 10  # one partial window per block at most
+    sentences = ShardsConfig(workers=1, dupe_factor=1, max_seq_length=37, nsp_mode="none", dynamic=True)
+    assert "pack" not in sentences.fingerprint_fields() and packed.fingerprint != build_shards(
+        sample_docs.path, sample_tok.path, sentences, tmp_path / "s", progress=False).fingerprint
+    with pytest.raises(ValueError, match="pack 'tokens' needs nsp_mode 'none'"):
+        ShardsConfig(pack="tokens")
