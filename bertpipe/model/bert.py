@@ -276,6 +276,8 @@ class BertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         mask, is_causal = None, False  # None: every query sees every key (fastest path)
+        if attention_mask is not None and not torch.compiler.is_compiling() and bool(attention_mask.all()):
+            attention_mask = None  # no padding (packed pretraining batches): skip the mask fill, same numbers
         if attention_mask is not None:
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): True = may attend
             if self.config.causal:
