@@ -85,8 +85,9 @@ def work(kind: str, config: dict[str, Any], ctx: Context) -> float | None:
     if kind == "pretrain":
         if ctx.seq_len is None:
             return None
-        tokens = (config.get("steps", 0) * config.get("batch_size", 1) * config.get("grad_accum", 1)
-                  * config.get("devices", 1) * ctx.seq_len)
+        rows = config.get("global_batch") or (  # earlier fingerprints named the split of the batch
+            config.get("batch_size", 1) * config.get("grad_accum", 1) * config.get("devices", 1))
+        tokens = config.get("steps", 0) * rows * ctx.seq_len
         return 6.0 * params_estimate(config, ctx.vocab) * tokens
     return None
 

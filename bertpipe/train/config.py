@@ -79,7 +79,7 @@ class PretrainConfig(BaseModel):
     # 0: batches are built in the training process; at ~2 us per row that is <1% of a CPU step.
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes per rank")
     shuffle_buffer: int = Field(10_000, ge=0, description="rows in the shuffle buffer")
-    # The number of processes multiplies the global batch, so more than one names another run.
+    # Runs are named by their global batch (batch_size x grad_accum x devices x nnodes), not its split.
     devices: int = Field(1, ge=1, description="data-parallel processes: >1 launches torchrun (one per GPU; gloo on CPU)")
     # Several machines: each runs the same command; torchrun's c10d rendezvous forms the group.
     nnodes: int = Field(1, ge=1, description="machines, each running `devices` processes (the same command on each)")
@@ -87,6 +87,8 @@ class PretrainConfig(BaseModel):
     rdzv_id: str = Field("bertpipe", description="rendezvous id: one per job, the same on every node")
     rdzv_timeout: int = Field(900, ge=1, description="seconds to wait for every node to join")
     node_rank: int | None = Field(None, ge=0, description="this node's rank for a static rendezvous (default: assigned at join)")
+    # Under torchrun only (devices x nnodes > 1): a failed torchrun is started again and resumes.
+    max_restarts: int = Field(0, ge=0, description="times to restart torchrun after a worker fails (resumes from the newest checkpoint)")
 
 
     @model_validator(mode="after")
@@ -102,6 +104,13 @@ class PretrainConfig(BaseModel):
     def world_size(self) -> int:
         return self.devices * self.nnodes
 
+    def global_batches(self, world: int | None = None) -> dict[str, int | None]:
+        """Rows per optimizer step in each phase, for ``world`` processes (default: this config's):
+        what names the run and its sample order, however it is split."""
+        per = self.grad_accum * (world or self.world_size())
+        return {"global_batch": self.batch_size * per,
+                "phase2_global_batch": self.phase2_batch_size * per if self.phase2_batch_size else None}
+
     def architecture(self, init: InitSource | None = None, **data: Any) -> BertConfig:
         """The model this config trains: the preset (or ``init``'s architecture) with the model
         settings; ``data``: what the shards fix (``vocab_size``, ``pad_token_id``) unless set."""
@@ -112,8 +121,8 @@ class PretrainConfig(BaseModel):
         return init_architecture(init, preset, given)
 
 
-# Fields that may change between an interrupted run and its resumption.
-# (The world size, devices x nnodes, is checked on resume and fingerprinted when above 1, as
-# ``devices``: two nodes of one process train as one node of two.)
+# Fields that may change between an interrupted run and its resumption. The split of a global
+# batch (micro-batch, accumulation, processes, nodes) is free as long as ``global_batches`` stay.
 FREE_FIELDS = {"log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "device", "compile",
-               "devices", "nnodes", "rdzv_endpoint", "rdzv_id", "rdzv_timeout", "node_rank"}
+               "devices", "nnodes", "rdzv_endpoint", "rdzv_id", "rdzv_timeout", "node_rank", "num_workers",
+               "batch_size", "grad_accum", "phase2_batch_size", "max_restarts"}

@@ -10,7 +10,8 @@ shards), whether NSP is trained, the longest sequence, the vocabulary file for c
 the shards' fingerprints that a checkpoint records. The pipeline config checks the same
 cross-stage rules earlier (``bertpipe.pipeline.config``); these checks also cover shards
 handed to ``bertpipe pretrain`` directly. ``check_shared_run_dir``: with several nodes, every
-rank must see the run directory rank 0 writes.
+rank must see the run directory rank 0 writes. ``ltr_targets`` and ``sample_digest``: what a
+batch feeds a left-to-right model, and a checksum of which rows and masks a step trained on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from bertpipe.data.loader import load_shards_manifest
@@ -109,3 +111,19 @@ def check_shared_run_dir(out: Path, rank: int, world: int) -> None:
     if blind := [(r, host) for r, host, ok in seen if not ok]:
         raise RuntimeError(f"rank(s) {', '.join(f'{r} on {h}' for r, h in blind)} do not see the run directory {out} "
                            "that rank 0 writes: every node needs it at the same path on shared storage")
+
+
+def ltr_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor, masked_positions: torch.Tensor,
+                masked_lm_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-to-right LM inputs and targets from a masked batch: the original text (masked
+    slots restored from their labels) and, for position t, token t+1 (-100 past the end)."""
+    real = masked_lm_labels != -100  # (B, P)
+    ids = input_ids.scatter(1, masked_positions, torch.where(real, masked_lm_labels, input_ids.gather(1, masked_positions)))  # (B, T)
+    targets = ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)  # (B, T-1)
+    return ids, targets
+
+
+def sample_digest(b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """An order-free checksum of the batch's rows and masks (summed over ranks and micro-batches)."""
+    masks = (b["masked_lm_labels"].clamp(min=0) * (b["masked_positions"] + 1)).sum(1)  # (B,)
+    return ((b["row_id"] * 2654435761) % 2**31 + masks % 2**31).sum()

@@ -7,6 +7,12 @@ second, whole lines only), so MLflow and the Prefect progress show the curves li
 the ranks are other processes. ``python -m bertpipe.train.launcher
 SHARDS --run-dir DIR --config CFG.json`` is what each rank runs; it trains in ``DIR`` with
 ``bertpipe.train.loop.pretrain`` and exits with 143 when stopped by SIGTERM.
+
+Restarts (``max_restarts``): when torchrun fails (a worker died: SIGKILL, out of memory, a lost
+node), the launcher starts torchrun again, up to ``max_restarts`` times, and the ranks resume
+from the newest checkpoint; each attempt has its own rendezvous id. This is a restart of the
+whole torchrun rather than torchrun's own ``--max-restarts``, whose restarted gloo group hung
+in its process-group set-up on torch 2.13 CPU; a fresh torchrun costs its start-up (seconds).
 """
 
 from __future__ import annotations
@@ -35,13 +41,14 @@ class FollowerNode(RuntimeError):
     """This node's processes finished their share of a multi-node run; the node of rank 0 publishes it."""
 
 
-def torchrun_command(cfg: PretrainConfig) -> list[str]:
+def torchrun_command(cfg: PretrainConfig, attempt: int = 0) -> list[str]:
     """torchrun's launch flags: one machine (``--standalone``), or one node of several joining a
     c10d rendezvous (a static one with ``node_rank``)."""
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(cfg.devices)]
     if cfg.nnodes == 1 and cfg.rdzv_endpoint is None:
         return [*cmd, "--standalone"]
-    cmd += ["--nnodes", str(cfg.nnodes), "--rdzv-endpoint", str(cfg.rdzv_endpoint), "--rdzv-id", cfg.rdzv_id]
+    rdzv_id = cfg.rdzv_id if attempt == 0 else f"{cfg.rdzv_id}-restart{attempt}"  # every node counts its restarts alike
+    cmd += ["--nnodes", str(cfg.nnodes), "--rdzv-endpoint", str(cfg.rdzv_endpoint), "--rdzv-id", rdzv_id]
     if cfg.node_rank is not None:
         return [*cmd, "--rdzv-backend", "static", "--node-rank", str(cfg.node_rank)]
     return [*cmd, "--rdzv-backend", "c10d", "--rdzv-conf", f"join_timeout={cfg.rdzv_timeout}"]
@@ -57,14 +64,34 @@ def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Pa
         cfg = cfg.model_copy(update={"init": str(open_init(cfg.init).path)})
     config.write_text(cfg.model_dump_json(indent=2))
     launch = uuid.uuid4().hex  # rank 0 writes it into the run directory: the node that launched it publishes
-    cmd = [*torchrun_command(cfg), "-m", "bertpipe.train.launcher", str(shards), "--run-dir", str(run_dir),
-           "--config", str(config)]
-    cmd += ["--phase2-shards", str(phase2)] if phase2 is not None else []
-    cmd += [] if resume else ["--no-resume"]
-    log.info("launching %s", " ".join(cmd))
+    args = ["-m", "bertpipe.train.launcher", str(shards), "--run-dir", str(run_dir), "--config", str(config)]
+    args += ["--phase2-shards", str(phase2)] if phase2 is not None else []
     follow = _Follower(run_dir / "metrics.jsonl")
+    for attempt in range(cfg.max_restarts + 1):
+        cmd = [*torchrun_command(cfg, attempt), *args, *([] if resume or attempt else ["--no-resume"])]
+        log.info("launching %s", " ".join(cmd))
+        code, output = _run(cmd, follow, on_metrics, os.environ | {LAUNCH: launch})
+        if code in (0, 143):
+            break
+        if attempt == cfg.max_restarts:
+            raise RuntimeError(f"torchrun exited with {code}" + (f" after {attempt} restarts" if attempt else "") + f":\n{output}")
+        log.warning("torchrun exited with %d (a worker failed); restart %d of %d resumes from the newest checkpoint\n%s",
+                    code, attempt + 1, cfg.max_restarts, output[-1500:])
+    if cfg.nnodes > 1 and (run_dir / LEAD).read_text() != launch:
+        raise FollowerNode(f"this node's {cfg.devices} process(es) finished; the node running rank 0 publishes the output")
+    records = follow.records
+    start = next(r for r in reversed(records) if r.get("event") == "start")
+    last = {split: next((r for r in reversed(records) if r.get("split") == split), None) for split in ("train", "eval")}
+    step = (last["train"] or {}).get("step", 0)
+    return PretrainResult(run_dir, step, final_dir=run_dir / "final" if step >= cfg.steps else None,
+                          interrupted=code == 143, train=last["train"], eval=last["eval"],
+                          parameters=start["parameters"], init_missing=(start.get("init") or {}).get("left_at_init", []))
+
+
+def _run(cmd: list[str], follow: _Follower, on_metrics, env: dict[str, str]) -> tuple[int, str]:
+    """Run torchrun to its end, forwarding records as they come; its exit code and output's tail."""
     with tempfile.TemporaryFile("w+") as output:
-        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, text=True, env=os.environ | {LAUNCH: launch})
+        proc = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             while proc.poll() is None:
                 follow.forward(on_metrics)
@@ -74,18 +101,8 @@ def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Pa
                 proc.terminate()
                 proc.wait(60)
         follow.forward(on_metrics)
-        if proc.returncode not in (0, 143):
-            output.seek(0)
-            raise RuntimeError(f"torchrun exited with {proc.returncode}:\n{output.read()[-4000:]}")
-    if cfg.nnodes > 1 and (run_dir / LEAD).read_text() != launch:
-        raise FollowerNode(f"this node's {cfg.devices} process(es) finished; the node running rank 0 publishes the output")
-    records = follow.records
-    start = next(r for r in reversed(records) if r.get("event") == "start")
-    last = {split: next((r for r in reversed(records) if r.get("split") == split), None) for split in ("train", "eval")}
-    step = (last["train"] or {}).get("step", 0)
-    return PretrainResult(run_dir, step, final_dir=run_dir / "final" if step >= cfg.steps else None,
-                          interrupted=proc.returncode == 143, train=last["train"], eval=last["eval"],
-                          parameters=start["parameters"], init_missing=(start.get("init") or {}).get("left_at_init", []))
+        output.seek(0)
+        return proc.returncode, output.read()[-4000:]
 
 
 LAUNCH = "BERTPIPE_LAUNCH_ID"  # set for torchrun by the launching process
@@ -93,21 +110,30 @@ LEAD = ".rank0-launch"  # in the run directory: the launch id of the node runnin
 
 
 class _Follower:
-    """The records appended to a JSONL file, read as they come (a partial last line waits)."""
+    """The records appended to a JSONL file, read as they come (a partial last line waits).
+
+    Lines already in the file at the start (a resumed run's history) are not news; a resumed
+    run rewrites the file (atomically: a new inode) keeping its history, and reading starts
+    over in the new file, skipping the lines seen."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.offset, self.records = path, 0, list[dict[str, Any]]()
+        self.path, self.offset, self.inode, self.records = path, 0, None, list[dict[str, Any]]()
+        self.seen = set(path.read_bytes().splitlines()) if path.exists() else set()
 
     def forward(self, on_metrics: Callable[[dict[str, Any]], None] | None) -> None:
-        if not self.path.exists():
+        try:
+            with open(self.path, "rb") as f:
+                if (inode := os.fstat(f.fileno()).st_ino) != self.inode:
+                    self.inode, self.offset = inode, 0
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
             return
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read()
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self.offset += len(complete)
-        for line in complete.decode().splitlines():
-            if line:
+        for line in complete.splitlines():
+            if line and line not in self.seen:
+                self.seen.add(line)
                 self.records.append(rec := json.loads(line))
                 if on_metrics is not None:
                     on_metrics(rec)

@@ -3,7 +3,9 @@
 Purpose: the paper's recipe (A.2) as one function, ``pretrain``, training in a run directory
 (``bertpipe.train.stage`` names that directory by fingerprint and publishes it;
 ``bertpipe.train.launcher`` runs this loop in several processes under torchrun). Loss = mean
-MLM + mean NSP (MLM only for ``nsp_mode=none`` shards).
+MLM + mean NSP (MLM only for ``nsp_mode=none`` shards), means over the whole global batch
+(``global_predictions``, ``global_rows``), so any split into processes and micro-batches
+gives the same gradient.
 A causal model (``model.causal``, the paper's "LTR & No NSP" row) is trained as a
 left-to-right LM instead: next-token loss over the original text (masked slots restored from
 their labels), logged under the ``mlm_*`` names, without NSP.
@@ -17,9 +19,11 @@ containers and are read with ``torch.load(weights_only=True)``: nothing is unpic
 
 Choices and trade-offs
     * Exact resume: model, optimizer, scheduler, RNG states (torch, CUDA, numpy, python) and
-      the data position (micro-batches consumed per rank; ``ShardDataset`` replays to it) are
-      restored, and the DataLoader draws its seed from a private generator, so on CPU a resumed
-      run repeats the uninterrupted run's losses bit for bit (same seed, world size, workers).
+      the data position (global batches consumed; ``ShardDataset`` jumps to it) are restored,
+      and the DataLoader draws its seed from a private generator, so on CPU a resumed run
+      repeats the uninterrupted run's losses bit for bit. A checkpoint also resumes on another
+      world size with the same global batch (micro-batch x accumulation x processes): the same
+      rows and masks at every step; only dropout draws (per rank) and float sums differ.
     * Checkpoints are written into a hidden temporary directory and renamed: a crash never
       leaves a half checkpoint, and a bad step (NaN/inf loss or gradient) raises before the
       update, so the newest checkpoint on disk is always good. ``keep_checkpoints`` are kept,
@@ -55,22 +59,21 @@ import torch.distributed as dist
 from bertpipe.core.stagedir import atomic_dir
 from bertpipe.data.loader import ShardDataset
 from bertpipe.model import hf
-from bertpipe.model.hf import load_into
 from bertpipe.model.init import init_state
 from bertpipe.model.bert import BertForPreTraining, pretraining_loss
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
 from bertpipe.train.flops import model_peak_stats, peak_dtype, train_flops
 from bertpipe.train.hostmem import keep_freed_memory
-from bertpipe.train.inputs import Phase, check_shared_run_dir, read_inputs
+from bertpipe.train.inputs import Phase, check_shared_run_dir, ltr_targets, read_inputs, sample_digest
 from bertpipe.train.optim import build_optimizer, build_scheduler
-from bertpipe.train.runstate import capture_rng, restore_rng
+from bertpipe.train.runstate import capture_rng, restore_rng, truncate_metrics
 
 log = logging.getLogger(__name__)
 
 
 # Per-step sums, all-reduced across ranks in one tensor; "stop" is any rank's SIGTERM (or stop_at_step), "flops" MFU's numerator.
 STATS = ("loss", "mlm_loss", "nsp_loss", "mlm_correct", "mlm_count", "nsp_correct", "nsp_count", "tokens",
-         "padded_tokens", "flops", "stop")
+         "padded_tokens", "flops", "stop", "samples")
 STAT = {name: i for i, name in enumerate(STATS)}
 
 
@@ -111,16 +114,6 @@ def pretrain(shards_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, s
     finally:
         if own_pg:
             dist.destroy_process_group()
-
-
-def ltr_targets(input_ids: torch.Tensor, attention_mask: torch.Tensor, masked_positions: torch.Tensor,
-                masked_lm_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-to-right LM inputs and targets from a masked batch: the original text (masked
-    slots restored from their labels) and, for position t, token t+1 (-100 past the end)."""
-    real = masked_lm_labels != -100  # (B, P)
-    ids = input_ids.scatter(1, masked_positions, torch.where(real, masked_lm_labels, input_ids.gather(1, masked_positions)))  # (B, T)
-    targets = ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)  # (B, T-1)
-    return ids, targets
 
 
 class _Run:
@@ -195,7 +188,7 @@ class _Run:
         if (src := self.inputs.init) is None:
             return None
         state, missing = init_state(src, self.raw.config)
-        left = load_into(self.raw, state)
+        left = hf.load_into(self.raw, state)
         if left:
             log.warning("init %s lacks %d tensors, initialised as BERT does: %s", src.source, len(left), ", ".join(left))
         return {"source": src.source, "digest": src.digest, "left_at_init": left}
@@ -206,15 +199,16 @@ class _Run:
 
     def _loader(self, phase: int, skip: int) -> Any:
         ph = self.phases[phase]
-        ds = ShardDataset(ph.shards, "train", batch_size=ph.batch_size, seed=self.cfg.seed + phase, shuffle_buffer=self.cfg.shuffle_buffer,
-                          rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to, masking=self.cfg.masking,
-                          skip_batches=skip)
+        ds = ShardDataset(ph.shards, "train", batch_size=ph.batch_size, accum=self.cfg.grad_accum, seed=self.cfg.seed + phase,
+                          shuffle_buffer=self.cfg.shuffle_buffer, rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to,
+                          masking=self.cfg.masking, skip_batches=skip)
         gen = torch.Generator().manual_seed(self.cfg.seed)  # the loader's seed draw leaves the global RNG alone
         return iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.cfg.num_workers,
                                                 pin_memory=self.device.type == "cuda", generator=gen))
 
-    def _forward(self, model, b: dict[str, torch.Tensor]) -> tuple[Any, torch.Tensor]:
-        """Losses, and the batch's ``STATS`` as one float64 tensor (one all-reduce for them all)."""
+    def _forward(self, model, b: dict[str, torch.Tensor]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Losses, this micro-batch's share of the global batch's loss (to backpropagate), and
+        its ``STATS`` as one float64 tensor (one all-reduce for them all)."""
         p = self.cfg.precision
         with nullcontext() if p == "fp32" else torch.autocast(self.device.type, torch.bfloat16 if p == "bf16" else torch.float16):
             if self.ltr:
@@ -228,14 +222,21 @@ class _Run:
         lo = pretraining_loss(o.mlm_logits, o.nsp_logits, labels, nsl if self.use_nsp else None)
         n_mlm, zero = (labels != -100).sum(), torch.zeros((), device=nsl.device)
         B, T = b["input_ids"].shape  # LTR: the MLM head runs at every position
+        if self.ltr or "global_predictions" not in b:  # LTR: each micro-batch's mean weighs the same
+            share = lo.loss / self.cfg.grad_accum
+        else:  # each prediction (and NSP row) of the global batch weighs the same; x world: DDP averages ranks
+            share = lo.mlm_loss * (n_mlm / b["global_predictions"].clamp(min=1) * self.world)
+            if lo.nsp_loss is not None:
+                share = share + lo.nsp_loss * (B / b["global_rows"] * self.world)
         flops = train_flops(self.raw.config, B, T, T if self.ltr else b["masked_positions"].shape[1], self.use_nsp)
         stats = {"loss": lo.loss, "mlm_loss": lo.mlm_loss, "nsp_loss": zero if lo.nsp_loss is None else lo.nsp_loss,
                  "mlm_correct": (lo.mlm_accuracy * n_mlm).round(), "mlm_count": n_mlm,
                  "nsp_correct": (o.nsp_logits.argmax(-1) == nsl).sum() if self.use_nsp else zero,
                  "nsp_count": zero + (len(nsl) if self.use_nsp else 0),
                  "tokens": b["attention_mask"].sum(), "padded_tokens": zero + b["input_ids"].numel(), "stop": zero,
+                 "samples": sample_digest(b),
                  "flops": torch.full((), float(flops), dtype=torch.float64, device=nsl.device)}
-        return lo, torch.stack([stats[k].detach().double() for k in STATS])
+        return lo, share, torch.stack([stats[k].detach().double() for k in STATS])
 
     def _train(self, model, step: int, stop_at: int | None) -> PretrainResult:
         cfg, res = self.cfg, PretrainResult(self.out, step, parameters=self.raw.num_parameters(),
@@ -256,8 +257,8 @@ class _Run:
                         dist.all_gather_object(rows, rows[0])
                     self.emit({"event": "data", "step": step, "first_row_ids_by_rank": rows})
                 with model.no_sync() if self.world > 1 and micro < cfg.grad_accum - 1 else nullcontext():
-                    lo, s = self._forward(model, b)
-                    self.scaler.scale(lo.loss / cfg.grad_accum).backward()
+                    _, share, s = self._forward(model, b)
+                    self.scaler.scale(share).backward()
                 stats += s
             stats[STAT["stop"]] = float(self.stop or step + 1 == stop_at)  # any rank's stop stops all (summed)
             if self.world > 1:
@@ -304,7 +305,8 @@ class _Run:
                "mlm_acc": w["mlm_correct"] / max(w["mlm_count"], 1), "nsp_loss": w["nsp_loss"] / per if self.use_nsp else None,
                "nsp_acc": w["nsp_correct"] / max(w["nsp_count"], 1) if self.use_nsp else None, "lr": lr,
                "tokens_per_s": w["tokens"] / max(secs, 1e-9), "world_size": self.world,  # tokens: non-padding, all ranks
-               "mfu": w["flops"] / max(secs, 1e-9) / (self.peak * self.world), "peak_tflops": self.peak / 1e12}  # all ranks' FLOPs
+               "mfu": w["flops"] / max(secs, 1e-9) / (self.peak * self.world), "peak_tflops": self.peak / 1e12,  # all ranks' FLOPs
+               "sample_digest": int(w["samples"])}  # which rows and masks the steps saw, however they were split
         self.emit(rec)
         return rec
 
@@ -312,15 +314,15 @@ class _Run:
     def _evaluate(self, step: int, phase: int) -> dict[str, Any] | None:
         # Held-out rows keep the shards' own masking even when training masks differently
         # (cfg.masking), so runs that vary the masking are compared on the same task.
-        ds = ShardDataset(self.phases[phase].shards, "eval", batch_size=self.phases[phase].batch_size, seed=self.cfg.seed, shuffle=False,
-                          epochs=1, rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to)
+        ds = ShardDataset(self.phases[phase].shards, "eval", batch_size=self.phases[phase].batch_size, accum=self.cfg.grad_accum,
+                          seed=self.cfg.seed, shuffle=False, epochs=1, rank=self.rank, world_size=self.world, pad_to=self.cfg.pad_to)
         if ds.num_rows == 0:
             return None
         self.raw.eval()
         # batch losses are means: weight them by their counts so the result is a mean over predictions
         sums = torch.zeros(len(STATS), dtype=torch.float64, device=self.device)
-        for _, b in zip(range(self.cfg.eval_batches), ds):
-            _, s = self._forward(self.raw, {k: v.to(self.device) for k, v in b.items()})
+        for _, b in zip(range(self.cfg.eval_batches * self.cfg.grad_accum), ds):  # eval_batches global batches
+            _, _, s = self._forward(self.raw, {k: v.to(self.device) for k, v in b.items()})
             s[STAT["mlm_loss"]] *= s[STAT["mlm_count"]]
             s[STAT["nsp_loss"]] *= s[STAT["nsp_count"]]
             sums += s
@@ -350,7 +352,8 @@ class _Run:
                 hf.save_checkpoint(self.raw, tmp / "model", self.inputs.vocab_file)
                 torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                             "scaler": self.scaler.state_dict(), "step": step, "data": data_pos}, tmp / "trainer.pt")
-                state = {"step": step, "data": data_pos, "world_size": self.world, "config": self.cfg.model_dump(mode="json"),
+                state = {"step": step, "data": data_pos, "world_size": self.world, "global_batch": self.cfg.global_batches(self.world),
+                         "config": self.cfg.model_dump(mode="json"),
                          "shards": self.inputs.shards_fps}
                 (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
             self.barrier()
@@ -380,19 +383,23 @@ class _Run:
             if "shards" in state and state["shards"] != self.inputs.shards_fps:  # older checkpoints did not record them
                 raise ValueError(f"{d} was trained on the shards {state['shards']}, this run reads {self.inputs.shards_fps}: "
                                  "resuming would continue on other data. Use the same shards or another out_dir")
-            if state["world_size"] != self.world:
-                raise ValueError(f"{d} was written by {state['world_size']} processes, this run has {self.world}: "
-                                 "the data partition and RNG streams would differ")
+            if (gb := state.get("global_batch")) != (now := self.cfg.global_batches(self.world)):
+                raise ValueError(f"{d} was written with global batches {gb}, this run's are {now} "
+                                 "(micro-batch x grad_accum x processes): "
+                                 "resuming would continue with another sample order")
             self.raw.load_state_dict(hf.load_state_dict(d / "model"), strict=True)
             tr = torch.load(d / "trainer.pt", map_location="cpu", weights_only=True)
             self.opt.load_state_dict(tr["optimizer"])
             self.sched.load_state_dict(tr["scheduler"])
             self.scaler.load_state_dict(tr["scaler"])
-            restore_rng(torch.load(d / f"rng-rank{self.rank}.pt", map_location="cpu", weights_only=True), self.device)
             step = int(tr["step"])
-            log.info("resumed from %s", d)
+            if state["world_size"] == self.world:  # else the dropout streams start afresh, seeded per rank and step
+                restore_rng(torch.load(d / f"rng-rank{self.rank}.pt", map_location="cpu", weights_only=True), self.device)
+            else:
+                torch.manual_seed(hash((self.cfg.seed, step, self.rank)) % 2**63)
+            log.info("resumed from %s (%d processes) on %d%s", d, state["world_size"], self.world,
+                        "" if state["world_size"] == self.world else ": same samples, fresh dropout streams")
         if self.rank == 0 and mpath.exists():
-            keep = [ln for ln in mpath.read_text().splitlines() if ln and step and json.loads(ln).get("step", 0) <= step]
-            mpath.write_text("".join(ln + "\n" for ln in keep))
+            truncate_metrics(mpath, step)
         self.barrier()
         return step

@@ -2,17 +2,22 @@
 
 ``capture_rng`` / ``restore_rng``: the torch, CUDA, NumPy and Python RNG states as tensors and
 plain containers, so checkpoints load with ``torch.load(weights_only=True)`` (nothing is
-unpickled). ``peak_flops``: the dense bf16/fp16 peak of known GPUs, for MFU. Trade-off: the
+unpickled). ``truncate_metrics``: a resumed run's records up to its checkpoint, rewritten
+atomically. ``peak_flops``: the dense bf16/fp16 peak of known GPUs, for MFU. Trade-off: the
 GPU table is hand-kept; an unknown card simply reports no MFU.
 """
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from bertpipe.core.stagedir import commit_file
 
 
 def capture_rng(device: torch.device) -> dict[str, Any]:
@@ -39,3 +44,11 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
     name = torch.cuda.get_device_name(device)
     table = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
     return None if precision == "fp32" else next((v for k, v in table.items() if k in name), None)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the records of steps up to ``step`` (none for 0); a new file, so that a follower of
+    the old one (the launcher's) starts over in it."""
+    keep = [ln for ln in path.read_text().splitlines() if ln and step and json.loads(ln).get("step", 0) <= step]
+    (tmp := path.with_name(f".{path.name}.tmp")).write_text("".join(ln + "\n" for ln in keep))
+    commit_file(tmp, path)

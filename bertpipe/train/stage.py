@@ -29,7 +29,7 @@ from bertpipe.model.init import open_init
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
 
 STAGE = "pretrain"
-VERSION = 1
+VERSION = 2  # 2: one sample order per global batch, for any world size (1: per rank and worker)
 
 
 class TrainingInterrupted(RuntimeError):
@@ -71,7 +71,7 @@ class PretrainStage(Stage[PretrainConfig]):
 
     @classmethod
     def fingerprint_config(cls, cfg: PretrainConfig) -> dict[str, Any]:
-        fields = cfg.model_dump(mode="json", exclude=FREE_FIELDS | {"init"}) | ({"devices": cfg.world_size()} if cfg.world_size() > 1 else {})
+        fields = cfg.model_dump(mode="json", exclude=FREE_FIELDS | {"init"}) | cfg.global_batches()
         if cfg.init is None:
             fields["preset"] = cfg.preset or "tiny"  # unset is tiny: the fingerprints of runs before `init` existed
         else:

@@ -160,3 +160,36 @@ def test_shards_readable_by_polars_pyarrow_duckdb(static_dir):
     ds = ShardDataset(static_dir, batch_size=100, epochs=1, shuffle=False)
     assert sum(int(b["attention_mask"].sum()) for b in ds) == con.execute(
         f"select sum(len(input_ids)) from read_parquet('{glob}')").fetchone()[0]
+
+
+def global_steps(path: Path, *, world: int, batch: int, accum: int, workers: int = 0, steps: int, skip_steps: int = 0):
+    """Per optimizer step: {row_id: (input_ids, masked positions, labels)} over every rank's micro-batches."""
+    its = [iter(DataLoader(ShardDataset(path, batch_size=batch, accum=accum, seed=4, shuffle_buffer=150, rank=r,
+                                        world_size=world, skip_batches=skip_steps * accum), batch_size=None,
+                           num_workers=workers)) for r in range(world)]
+    out = []
+    for _ in range(steps):
+        step = {}
+        for it in its:
+            for _ in range(accum):
+                b = next(it)
+                assert b["global_rows"].item() == world * accum * batch
+                for i, rid in enumerate(b["row_id"].tolist()):
+                    n = int(b["attention_mask"][i].sum())
+                    step[rid] = (b["input_ids"][i, :n].tolist(), b["masked_positions"][i].tolist(),
+                                 b["masked_lm_labels"][i].tolist())
+        out.append(step)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["static", "dynamic"])
+def test_one_sample_order_for_any_split_of_the_global_batch(kind, static_dir, dynamic_dir):
+    path = static_dir if kind == "static" else dynamic_dir
+    ref = global_steps(path, world=2, batch=4, accum=1, steps=60)  # 60 x 8 rows: more than an epoch (>1 window)
+    assert all(len(s) == 8 for s in ref) and len({r for s in ref for r in s}) > 300
+    assert global_steps(path, world=1, batch=4, accum=2, steps=60) == ref
+    assert global_steps(path, world=1, batch=4, accum=2, workers=2, steps=60) == ref
+    assert global_steps(path, world=1, batch=8, accum=1, steps=60) == ref
+    assert global_steps(path, world=4, batch=1, accum=2, steps=60) == ref
+    assert global_steps(path, world=1, batch=4, accum=2, steps=40, skip_steps=20) == ref[20:]  # resumed on another split
+    assert global_steps(path, world=2, batch=8, accum=1, steps=30) != ref[:30]  # another global batch: another order

@@ -6,6 +6,8 @@ stage-protocol refactor (`minilm-shared` and `adapt` were pinned when they were 
 once with the corpus replaced by the bundled ``data/sample`` (so the whole chain is checked
 also where ``../shared/data`` is absent). Fine-tuning fingerprints hash a checkpoint and task
 files; they are pinned with fixed placeholder strings in place of those content hashes.
+The ``pretrain`` pins were recomputed, and only they changed, when the stage went to version 2
+(one sample order per global batch: runs are named by their global batch, not its split).
 """
 
 from __future__ import annotations
