@@ -57,11 +57,12 @@ def stage_task(fn=None, *, task_run_name: str | None = None):
     return task(fn, **options) if fn is not None else task(**options)
 
 
-def submit(task_fn, root: Path, fp: str, *args: Any) -> tuple[StageResult, bool]:
+def submit(task_fn, root: Path, fp: str, *args: Any, retries: int = 0) -> tuple[StageResult, bool]:
     """Run a stage task (which returns ``StageResult.model_dump(mode="json")``) on the flow's
     task runner; returns (result, served from a cache). A failed stage stops the flow with
-    that stage's own error."""
-    future = task_fn.with_options(refresh_cache=not is_complete(Path(root) / fp)).submit(fp, *args)
+    that stage's own error, after ``retries`` more attempts (each resumes what the last left)."""
+    future = task_fn.with_options(refresh_cache=not is_complete(Path(root) / fp), retries=retries,
+                                  retry_delay_seconds=2).submit(fp, *args)
     future.wait()
     result = StageResult.model_validate(future.state.result())  # raises the task's exception if it failed
     return expect_fingerprint(result, fp), result.cached or future.state.name == "Cached"
@@ -88,7 +89,9 @@ def stage(fp: str, name: str, job: Job | FinetuneJob, sink: MetricsSink | None, 
 def prefect_submit(dask_address: str | None = None) -> Submit:
     """A ``submit`` for the library's runner: each job as the cached ``stage`` task."""
     def run(job: Job | FinetuneJob, sink: MetricsSink | None) -> StageResult:
-        result, cached = submit(stage, job.planned.root, job.planned.fingerprint, job.name, job, sink, dask_address)
+        retries = getattr(job.planned.config, "retries", 0)  # the pretraining's (PretrainConfig.retries)
+        result, cached = submit(stage, job.planned.root, job.planned.fingerprint, job.name, job, sink, dask_address,
+                                retries=retries)
         return result.model_copy(update={"cached": cached})
 
     return run

@@ -89,6 +89,8 @@ class PretrainConfig(BaseModel):
     node_rank: int | None = Field(None, ge=0, description="this node's rank for a static rendezvous (default: assigned at join)")
     # Under torchrun only (devices x nnodes > 1): a failed torchrun is started again and resumes.
     max_restarts: int = Field(0, ge=0, description="times to restart torchrun after a worker fails (resumes from the newest checkpoint)")
+    # Under Prefect: a failed pretraining task (the process killed, restarts spent) runs again and resumes.
+    retries: int = Field(0, ge=0, description="Prefect retries of the pretraining task (each resumes from the newest checkpoint)")
 
 
     @model_validator(mode="after")
@@ -125,4 +127,4 @@ class PretrainConfig(BaseModel):
 # batch (micro-batch, accumulation, processes, nodes) is free as long as ``global_batches`` stay.
 FREE_FIELDS = {"log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "device", "compile",
                "devices", "nnodes", "rdzv_endpoint", "rdzv_id", "rdzv_timeout", "node_rank", "num_workers",
-               "batch_size", "grad_accum", "phase2_batch_size", "max_restarts"}
+               "batch_size", "grad_accum", "phase2_batch_size", "max_restarts", "retries"}

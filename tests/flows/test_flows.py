@@ -312,6 +312,46 @@ def test_two_devices_launch_torchrun_and_track_the_run(harness, tmp_path):
     assert run.data.metrics["train_world_size"] == 2 and "eval_mlm_loss" in run.data.metrics
 
 
+@pytest.mark.slow
+def test_a_killed_pretraining_task_is_retried_and_resumes_to_the_same_weights(harness, tmp_path):
+    import threading
+
+    import torch
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+
+    from bertpipe.model import hf
+    from flows.pretrain import pretrain_flow
+    from tests.train.test_restarts import rank_pid, trained_steps
+
+    run = {"steps": 120, "devices": 2, "checkpoint_every": 40, "eval_every": 0, "log_every": 1}
+    reference = pretrain_flow(load_pipeline_config("tiny", overrides(tmp_path / "reference", **run)))
+    ov = overrides(tmp_path / "killed", **run, retries=1)  # max_restarts 0: the task fails, Prefect retries it
+    work, killed = Path(ov["work_dir"]) / "pretrain", []
+
+    def kill_rank_1_after_step_50() -> None:
+        deadline = time.monotonic() + 300
+        while trained_steps(work) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(rank_pid(work, 1), 9)
+        killed.append(True)
+
+    killer = threading.Thread(target=kill_rank_1_after_step_50)
+    killer.start()
+    state = pretrain_flow(load_pipeline_config("tiny", ov), return_state=True)
+    killer.join()
+    assert killed and state.is_completed()
+    out = state.result()
+    records = [json.loads(ln) for ln in (Path(out["model"]).parent / "metrics.jsonl").open()]
+    assert [r["step"] for r in records if r.get("event") == "start"] == [0, 40]  # resumed at the step-40 checkpoint
+    with get_client(sync_client=True) as client:
+        (task_run,) = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+                                            task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["pretrain"])))
+    assert task_run.run_count == 2 and task_run.state.is_completed()
+    a, b = hf.load_state_dict(Path(out["model"])), hf.load_state_dict(Path(reference["model"]))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_pretrain_then_finetune_subflow_tracks_downstream_scores(harness, tmp_path):
     from mlflow.tracking import MlflowClient
 
