@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("ingest", help="raw text (txt, JSONL(.gz), Parquet, MediaWiki XML(.bz2), dirs, globs) → documents")
+    p = sub.add_parser("ingest", help="raw text (txt, JSONL(.gz|.zst), Parquet, MediaWiki XML(.bz2), dirs, globs) → documents")
     p.add_argument("inputs", nargs="+", help="files, directories or glob patterns")
     p.add_argument("--out", type=Path, required=True, help="stage root: output goes to OUT/<fingerprint>/, OUT/latest names it")
     p.add_argument("--dask", metavar="ADDRESS", help=DASK_HELP)

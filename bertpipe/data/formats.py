@@ -38,29 +38,74 @@ _PIECE = 1 << 20
 def detect_format(path: Path) -> Format | None:
     """The format a file name announces (None: not one the ingest stage reads)."""
     name = path.name.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
+    # .json.gz / .json.zst: Dolma's and many dumps' names for JSON lines
+    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".ndjson.gz", ".json.gz", ".json.zst")):
         return "jsonl"
     if name.endswith(".parquet"):
         return "parquet"
     if name.endswith((".xml", ".xml.bz2")):
         return "wiki"
-    if name.endswith((".txt", ".txt.gz", ".txt.bz2", ".text")):
+    if name.endswith((".txt", ".txt.gz", ".txt.bz2", ".txt.zst", ".text")):
         return "text"
     return None
 
 
 def compressed(path: Path) -> bool:
-    return path.name.lower().endswith((".gz", ".bz2"))
+    return path.name.lower().endswith((".gz", ".bz2", ".zst"))
 
 
 def open_binary(path: Path) -> IO[bytes]:
-    """The file's bytes, decompressed when its name ends in ``.gz`` or ``.bz2``."""
+    """The file's bytes, decompressed when its name ends in ``.gz``, ``.bz2`` or ``.zst``."""
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".bz2"):
         return bz2.open(path, "rb")
+    if name.endswith(".zst"):
+        return io.BufferedReader(_ZstdReader(path), buffer_size=1 << 20)
     return open(path, "rb")
+
+
+class _ZstdReader(io.RawIOBase):
+    """A Zstandard file's bytes, frame after frame (as ``zstd -d`` reads concatenated frames).
+    Unlike ``zstandard``'s stream reader, a stream that ends inside a frame raises ``EOFError``
+    (as gzip and bz2 do) instead of ending quietly."""
+
+    def __init__(self, path: Path) -> None:
+        import zstandard  # the only user of the dependency
+
+        self._file, self._new, self._error = open(path, "rb"), zstandard.ZstdDecompressor().decompressobj, zstandard.ZstdError
+        self._obj, self._out, self._pos, self._mid_frame = self._new(), b"", 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        while self._pos == len(self._out):
+            chunk = self._file.read(1 << 20)
+            if not chunk:
+                if self._mid_frame:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                return 0
+            parts = []
+            while chunk:
+                try:
+                    parts.append(self._obj.decompress(chunk))
+                except self._error as e:  # as gzip's BadGzipFile: an OSError the readers report by file
+                    raise OSError(f"corrupt Zstandard data: {e}") from e
+                self._mid_frame = not self._obj.eof
+                chunk = self._obj.unused_data if self._obj.eof else b""
+                if self._obj.eof:
+                    self._obj = self._new()
+            self._out, self._pos = b"".join(parts), 0
+        n = min(len(buf), len(self._out) - self._pos)
+        buf[:n] = memoryview(self._out)[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 # longest first: the UTF-32 LE mark starts with the UTF-16 LE one

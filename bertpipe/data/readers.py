@@ -7,7 +7,7 @@ multi-GB JSONL or a Wikipedia dump never sits in memory whole. Formats:
 - plain prose: paragraphs separated by blank lines, sentences split for you; a run of
   ``doc_break_blank_lines`` blank lines (3 by default, as between chapters of the
   Gutenberg texts) starts a new document;
-- JSONL / JSONL.gz: one object per line; text/id/title field names configurable;
+- JSONL (.jsonl, .ndjson; .gz, .zst; .json.gz / .json.zst as Dolma names them): one object per line; text/id/title field names configurable;
 - Parquet: text/id/title column names configurable, read batch by batch;
 - MediaWiki XML(.bz2): see ``bertpipe.data.wiki``.
 

@@ -138,7 +138,40 @@ def test_empty_corpus_is_a_clear_error(tmp_path):
         ingest([tmp_path / "empty.txt"], CFG.model_copy(update={"on_bad_file": "skip"}), tmp_path / "out")
 
 
-@pytest.mark.parametrize("suffix,opener", [(".jsonl.gz", gzip.compress), (".xml.bz2", bz2.compress)])
+def test_corrupt_zst_names_the_file(tmp_path):  # caught by the frame's checksum
+    data = bytearray(zst(b"".join(json.dumps({"text": f"Sentence {i}. More."}).encode() + b"\n" for i in range(500))))
+    data[len(data) // 2: len(data) // 2 + 16] = b"\xff" * 16
+    (f := tmp_path / "bad.jsonl.zst").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="bad.jsonl.zst: corrupt or unreadable file"):
+        ingest([f], CFG, tmp_path / "out")
+
+
+def zst(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(write_checksum=True).compress(data)  # as the zstd command writes it
+
+
+def test_zst_and_json_gz_read_the_same_documents_as_the_plain_file(tmp_path):
+    import zstandard
+
+    lines = b"".join(json.dumps({"text": f"Document {i} begins. It ends {i}."}).encode() + b"\n" for i in range(2000))
+    (plain := tmp_path / "in" / "c.jsonl").parent.mkdir()
+    plain.write_bytes(lines)
+    half = lines.index(b"\n", len(lines) // 2) + 1  # two frames, as parallel zstd writes them
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "c.jsonl.zst").write_bytes(zst(lines[:half]) + zstandard.ZstdCompressor(level=9).compress(lines[half:]))
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "c.json.gz").write_bytes(gzip.compress(lines))
+    def sentences(name: str) -> list:  # directories: the files are found by their names
+        out = ingest([tmp_path / name], CFG, tmp_path / f"o-{name}").path
+        return [r for f in sorted(out.glob("*.parquet")) for r in pq.read_table(f, columns=["sentences"]).to_pylist()]
+
+    rows = {name: sentences(name) for name in ("in", "z", "g")}
+    assert rows["z"] == rows["in"] == rows["g"] and len(rows["in"]) == 2000
+
+
+@pytest.mark.parametrize("suffix,opener", [(".jsonl.gz", gzip.compress), (".xml.bz2", bz2.compress), (".jsonl.zst", zst)])
 def test_truncated_archives_fail_clearly_and_leave_nothing(tmp_path, suffix, opener):
     payload = (WIKI.read_bytes() if suffix.startswith(".xml") else
                b"".join(json.dumps({"text": f"Sentence {i}. Another."}).encode() + b"\n" for i in range(3000)))
