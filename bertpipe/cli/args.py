@@ -77,8 +77,11 @@ def add_config_args(parser: argparse.ArgumentParser, model: type[BaseModel], ski
             kwargs["type"] = _tuple_parser(typing.get_args(ann))
             kwargs["metavar"] = ",".join(["X"] * len(typing.get_args(ann)))
         elif typing.get_origin(ann) is list:
-            kwargs["type"] = typing.get_args(ann)[0]
-            kwargs["nargs"] = "+"
+            item = typing.get_args(ann)[0]
+            if typing.get_origin(item) is Literal:  # a list of named choices
+                kwargs["choices"], item = list(typing.get_args(item)), str
+                kwargs.pop("metavar")
+            kwargs["type"], kwargs["nargs"] = item, "+"
         elif ann in (int, float, str):
             kwargs["type"] = ann
         elif ann is Path or (isinstance(ann, type) and issubclass(ann, Path)):

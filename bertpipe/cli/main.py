@@ -30,6 +30,9 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
     print(f"  skipped: {c['files_skipped']} files, {c['short_documents_dropped']} short documents, "
           f"{c['duplicates_dropped']} duplicates, {c['bad_records_skipped']} bad records; "
           f"{c['utf8_replacements']} UTF-8 replacements")
+    if rules := {k: v for k, v in c.items() if k.startswith(("filtered_", "lines_removed_"))}:
+        print("  quality filters: " + ", ".join(f"{k.split('_', 1)[1].removeprefix('removed_')} {v}"
+                                                 + (" lines" if k.startswith("lines") else "") for k, v in rules.items()))
     for f in res.manifest["files"]:  # only with --on-bad-file skip: otherwise the stage failed naming them
         if f["status"] != "ok":
             print(f"bertpipe ingest: skipped {f['path']}: {f['status'].split(':', 1)[1]}", file=sys.stderr)

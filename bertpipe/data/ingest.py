@@ -27,6 +27,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,7 @@ from bertpipe.core.fingerprint import hash_file
 from bertpipe.core.stage import MapUnits, Stage, StageResult, run_stage
 from bertpipe.core.stagedir import commit_file
 from bertpipe.data.formats import Format, codec_name, decide_text_format, detect_format, is_binary, wide_encoding
+from bertpipe.data.quality import LINE_RULES, Rule, expand, failed_rule, filter_lines
 from bertpipe.data.readers import InputError, ReadOptions, ReadStats, read_documents
 from bertpipe.data.spans import Span, plan_spans
 
@@ -67,6 +69,9 @@ class IngestConfig(ReadOptions):
     """How raw files become documents: the reading options plus what is kept. Field names double as CLI flags."""
 
     min_doc_chars: int = Field(50, ge=0, description="drop documents with fewer characters (counted in the manifest)")
+    # Off by default: the published heuristics suit web text; books and Wikipedia lose little to them.
+    filters: list[Rule] = Field([], description="quality rules (bertpipe.data.quality): gopher, c4, or single rules "
+                                "such as gopher_repetition; each counted in the manifest")
     dedupe: bool = Field(True, description="drop exact duplicate documents (first occurrence kept)")
     on_bad_file: Literal["error", "skip"] = Field(
         "error", description="an input file read as nothing (empty, binary, no documents, unsupported in a directory): "
@@ -102,6 +107,7 @@ class FileReport:
     utf8_replacements: int = 0
     bad_records: int = 0
     wiki_skipped: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)  # documents per quality rule, lines per line rule
     # per-document facts for the dedupe pass (not written to the manifest)
     doc_hashes: list[bytes] = field(default_factory=list, repr=False)
     doc_sentences: list[int] = field(default_factory=list, repr=False)
@@ -153,6 +159,7 @@ def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
         report.status = "skipped:binary file (NUL bytes)"
         return report
     stats = ReadStats()
+    rules, filtered = expand(cfg.filters), Counter()
     schema = SCHEMA
     rows: dict[str, list] = {name: [] for name in schema.names}
     writer: pq.ParquetWriter | None = None
@@ -169,6 +176,12 @@ def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
 
     try:
         for doc in read_documents(path, fmt, cfg, stats, span):
+            if rules:
+                lines = filter_lines(doc.sentences, filtered) if "c4_lines" in rules else doc.sentences
+                if (failed := failed_rule(lines, rules)) is not None:
+                    filtered[failed] += 1
+                    continue
+                doc = replace(doc, sentences=lines)
             n_chars = sum(len(s) for s in doc.sentences)
             if n_chars < max(cfg.min_doc_chars, 1):
                 report.short_docs += 1
@@ -192,7 +205,7 @@ def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
         with open(part, "rb") as f:
             os.fsync(f.fileno())
     report.records, report.utf8_replacements, report.bad_records = stats.records, stats.utf8_replacements, stats.bad_records
-    report.wiki_skipped = stats.wiki_skipped
+    report.wiki_skipped, report.filtered = stats.wiki_skipped, dict(filtered)
     return report
 
 
@@ -213,8 +226,10 @@ class IngestStage(Stage[IngestConfig]):
     @classmethod
     def fingerprint_config(cls, cfg: IngestConfig) -> dict[str, Any]:
         # on_bad_file decides whether a stage fails, never what it writes; utf-8 is how every
-        # input was read before the option existed, so it is left out and old outputs keep their names
-        return cfg.model_dump(mode="json", exclude={"workers", "on_bad_file"} | ({"encoding"} if cfg.encoding == "utf-8" else set()))
+        # input was read before the option existed (and no filters how every input was kept), so
+        # they are left out at those values and old outputs keep their names
+        return cfg.model_dump(mode="json", exclude={"workers", "on_bad_file"} | ({"encoding"} if cfg.encoding == "utf-8" else set())
+                              | ({"filters"} if not cfg.filters else set()))
 
     def upstream(self) -> list[str]:
         hashes = [hash_file(p) for p, _ in self.files]  # content, in input order
@@ -271,7 +286,7 @@ class IngestStage(Stage[IngestConfig]):
                 "short_documents_dropped": sum(r.short_docs for r in reports),
                 "utf8_replacements": sum(r.utf8_replacements for r in reports),
                 "bad_records_skipped": sum(r.bad_records for r in reports),
-            },
+            } | _filter_counts(expand(cfg.filters), reports),
             "files": [r.public() for r in reports],
             "unsupported": self.unsupported,
         }
@@ -283,18 +298,28 @@ def ingest(inputs: list[str | Path], cfg: IngestConfig, out_root: Path, progress
     return run_stage(IngestStage(cfg, inputs), out_root, progress=progress, map_units=map_units)
 
 
+def _filter_counts(rules: tuple[str, ...], reports: list[FileReport]) -> dict[str, int]:
+    """``filtered_<rule>`` (documents) and ``lines_removed_<rule>`` (lines) for every rule on, zeros included."""
+    total = sum((Counter(r.filtered) for r in reports), Counter())
+    lines = LINE_RULES if "c4_lines" in rules else ()
+    return ({f"filtered_{r}": total[r] for r in rules if r != "c4_lines"} | {f"lines_removed_{r}": total[r] for r in lines})
+
+
 def _per_file(reports: list[FileReport]) -> list[FileReport]:
     """The units' reports summed per input file, in input order (a file's first non-ok status wins)."""
     files: dict[str, FileReport] = {}
     for r in reports:
         if (f := files.get(r.path)) is None:
-            files[r.path] = replace(r, wiki_skipped=dict(r.wiki_skipped), doc_hashes=[], doc_sentences=[], doc_chars=[])
+            files[r.path] = replace(r, wiki_skipped=dict(r.wiki_skipped), filtered=dict(r.filtered), doc_hashes=[],
+                                    doc_sentences=[], doc_chars=[])
             continue
         f.status = f.status if f.status != "ok" else r.status
         for k in ("docs", "short_docs", "records", "utf8_replacements", "bad_records"):
             setattr(f, k, getattr(f, k) + getattr(r, k))
         for k, v in r.wiki_skipped.items():
             f.wiki_skipped[k] = f.wiki_skipped.get(k, 0) + v
+        for k, v in r.filtered.items():
+            f.filtered[k] = f.filtered.get(k, 0) + v
     for f in files.values():
         if f.docs == 0 and f.short_docs == 0 and f.status == "ok":
             f.status = "skipped:no documents"

@@ -20,7 +20,8 @@ def store(tmp_path):
 
 def test_stage_runs_carry_fingerprint_config_counts_and_artifacts(store, tmp_path):
     uri, client = store
-    docs = run_stage(IngestStage(IngestConfig(workers=1), [SAMPLE / "the-war-of-the-worlds-part.txt"]), tmp_path / "docs")
+    docs = run_stage(IngestStage(IngestConfig(workers=1, filters=["c4_lines", "gopher_bullets"]),
+                                 [SAMPLE / "the-war-of-the-worlds-part.txt"]), tmp_path / "docs")
     vocab = run_stage(WordPieceStage(WordPieceConfig(vocab_file=FIXTURES / "vocab-small.txt"), None), tmp_path / "tok")
     run = PipelineRun(uri, "exp", "a run", {"custom": "tag"}, {"ingest": {"min_doc_chars": 50}})
     for result, cfg in ((docs, {"workers": 1}), (vocab, {"vocab_size": 3})):
@@ -37,6 +38,9 @@ def test_stage_runs_carry_fingerprint_config_counts_and_artifacts(store, tmp_pat
     assert ing.data.tags[tags.FINGERPRINT] == docs.fingerprint and ing.data.tags[tags.CACHE_HIT] == "false"
     assert ing.data.tags[tags.PATH] == str(docs.path) and ing.data.params["ingest.workers"] == "1"
     assert ing.data.metrics["count_documents"] == docs.manifest["counts"]["documents"] > 0
+    counts = docs.manifest["counts"]  # the quality rules' counts, per rule
+    assert ing.data.metrics["count_lines_removed_c4_terminal"] == counts["lines_removed_c4_terminal"] > 0
+    assert ing.data.metrics["count_filtered_gopher_bullets"] == counts["filtered_gopher_bullets"]
     assert {a.path for a in client.list_artifacts(ing.info.run_id)} == {"manifest.json"}
     assert {a.path for a in client.list_artifacts(kids["wordpiece"].info.run_id)} == {"vocab.txt"}
 
