@@ -99,6 +99,12 @@ def _cmd_bench_scale(args: argparse.Namespace) -> None:
     print(json.dumps(bench_scale(args.work, mb=args.mb, scale=args.scale, repeats=args.repeats)))
 
 
+def _cmd_bench_dedup(args: argparse.Namespace) -> None:
+    bench_dedup = benchmark("dedup").bench_dedup
+
+    print(json.dumps(bench_dedup(args.corpus, args.threshold, args.shingle, args.perms, args.words, args.docs)))
+
+
 def _cmd_bench_wiki(args: argparse.Namespace) -> None:
     bench_wiki = benchmark("wiki").bench_wiki
 
@@ -129,6 +135,15 @@ def add_commands(sub) -> None:
     p.add_argument("--scale", type=int, default=4, help="size of the larger inputs for the memory check, as a multiple")
     p.add_argument("--repeats", type=int, default=3, help="runs of each (stage, executor); the median is reported")
     p.set_defaults(func=_cmd_bench_scale)
+    p = bsub.add_parser("dedup", help="near-duplicate removal (MinHash LSH) vs datasketch: documents per CPU-second, "
+                        "recall and false removals against the exact Jaccard")
+    p.add_argument("--corpus", type=Path, default=None, help="JSONL.gz with a text field (default: the shared sotu.jsonl.gz)")
+    p.add_argument("--threshold", type=float, default=0.75, help="Jaccard threshold, both sides")
+    p.add_argument("--shingle", type=int, default=5, help="words per shingle, both sides")
+    p.add_argument("--perms", type=int, default=128, help="MinHash permutations, both sides")
+    p.add_argument("--words", type=int, default=300, help="words per document")
+    p.add_argument("--docs", type=int, default=2000, help="original documents (each also gets an edited copy)")
+    p.set_defaults(func=_cmd_bench_dedup)
     p = bsub.add_parser("wiki", help="MediaWiki ingest vs WikiExtractor on one dump: CPU-s, residue, words kept")
     p.add_argument("dump", type=Path, help="MediaWiki XML dump (benchmarks.wikidump writes one from real text)")
     p.add_argument("--work", type=Path, default=Path("cache/bench-wiki"), help="where both outputs go")

@@ -30,6 +30,10 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
     print(f"  skipped: {c['files_skipped']} files, {c['short_documents_dropped']} short documents, "
           f"{c['duplicates_dropped']} duplicates, {c['bad_records_skipped']} bad records; "
           f"{c['utf8_replacements']} UTF-8 replacements")
+    if "near_duplicates_dropped" in c:
+        nd = res.manifest["near_duplicates"]
+        print(f"  near-duplicates dropped: {c['near_duplicates_dropped']} (Jaccard >= {nd['threshold']}, shingles of "
+              f"{nd['shingle']} words, {nd['perms']} permutations; examples in the manifest)")
     if rules := {k: v for k, v in c.items() if k.startswith(("filtered_", "lines_removed_"))}:
         print("  quality filters: " + ", ".join(f"{k.split('_', 1)[1].removeprefix('removed_')} {v}"
                                                  + (" lines" if k.startswith("lines") else "") for k, v in rules.items()))

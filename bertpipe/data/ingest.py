@@ -40,6 +40,7 @@ from bertpipe.core.fingerprint import hash_file
 from bertpipe.core.stage import MapUnits, Stage, StageResult, run_stage
 from bertpipe.core.stagedir import commit_file
 from bertpipe.data.formats import Format, codec_name, decide_text_format, detect_format, is_binary, wide_encoding
+from bertpipe.data.neardup import NearDuplicates, document_signature, lsh_params
 from bertpipe.data.quality import LINE_RULES, Rule, expand, failed_rule, filter_lines
 from bertpipe.data.readers import InputError, ReadOptions, ReadStats, read_documents
 from bertpipe.data.spans import Span, plan_spans
@@ -73,6 +74,12 @@ class IngestConfig(ReadOptions):
     filters: list[Rule] = Field([], description="quality rules (bertpipe.data.quality): gopher, c4, or single rules "
                                 "such as gopher_repetition; each counted in the manifest")
     dedupe: bool = Field(True, description="drop exact duplicate documents (first occurrence kept)")
+    # Off by default (exact duplicates only); 0.8 is a common choice for web text (datatrove's
+    # 14 x 8 bands aim near 0.72, text-dedup's default is 0.7).
+    dedup_threshold: float | None = Field(None, gt=0, lt=1, description="also drop near-duplicates: documents whose "
+                                          "word-shingle Jaccard with an earlier one is about this or more (MinHash LSH)")
+    dedup_shingle: int = Field(5, ge=1, description="words per shingle for near-duplicates")
+    dedup_perms: int = Field(128, ge=8, le=1024, description="MinHash functions for near-duplicates")
     on_bad_file: Literal["error", "skip"] = Field(
         "error", description="an input file read as nothing (empty, binary, no documents, unsupported in a directory): "
         "fail naming it, or skip it, counted and reported")
@@ -112,6 +119,8 @@ class FileReport:
     doc_hashes: list[bytes] = field(default_factory=list, repr=False)
     doc_sentences: list[int] = field(default_factory=list, repr=False)
     doc_chars: list[int] = field(default_factory=list, repr=False)
+    doc_sigs: list[bytes] = field(default_factory=list, repr=False)  # MinHash signatures (with dedup_threshold)
+    doc_ids: list[str] = field(default_factory=list, repr=False)  # (with dedup_threshold) for the examples
 
     def public(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if not k.startswith("doc_")}
@@ -192,6 +201,9 @@ def _ingest_file(unit: FileUnit, cfg: IngestConfig) -> FileReport:
             report.doc_hashes.append(h)
             report.doc_sentences.append(len(doc.sentences))
             report.doc_chars.append(n_chars)
+            if cfg.dedup_threshold is not None:
+                report.doc_sigs.append(document_signature(doc.sentences, cfg.dedup_shingle, cfg.dedup_perms))
+                report.doc_ids.append(doc.id)
             report.docs += 1
             group_chars += n_chars
             if len(rows["id"]) >= _ROWS_PER_GROUP or group_chars >= _CHARS_PER_GROUP:
@@ -229,7 +241,8 @@ class IngestStage(Stage[IngestConfig]):
         # input was read before the option existed (and no filters how every input was kept), so
         # they are left out at those values and old outputs keep their names
         return cfg.model_dump(mode="json", exclude={"workers", "on_bad_file"} | ({"encoding"} if cfg.encoding == "utf-8" else set())
-                              | ({"filters"} if not cfg.filters else set()))
+                              | ({"filters"} if not cfg.filters else set())
+                              | ({"dedup_threshold", "dedup_shingle", "dedup_perms"} if cfg.dedup_threshold is None else set()))
 
     def upstream(self) -> list[str]:
         hashes = [hash_file(p) for p, _ in self.files]  # content, in input order
@@ -262,7 +275,9 @@ class IngestStage(Stage[IngestConfig]):
 
     def publish(self, out: Path, reports: list[FileReport]) -> dict[str, Any]:
         cfg = self.cfg
-        counts = _dedupe_parts([out / f".raw-{i:05d}.parquet" for i in range(len(reports))], reports, out, cfg.dedupe)
+        near = NearDuplicates(cfg.dedup_threshold, cfg.dedup_perms) if cfg.dedup_threshold is not None else None
+        counts = _dedupe_parts([out / f".raw-{i:05d}.parquet" for i in range(len(reports))], reports, out, cfg.dedupe, near)
+        examples = counts.pop("near_duplicate_examples")
         reports = _per_file(reports)
         bad = [f"{r.path} ({r.status.split(':', 1)[1]})" for r in reports if r.status != "ok"]
         bad += [f"{u['path']} ({u['reason']})" for u in self.unsupported]
@@ -288,6 +303,9 @@ class IngestStage(Stage[IngestConfig]):
                 "bad_records_skipped": sum(r.bad_records for r in reports),
             } | _filter_counts(expand(cfg.filters), reports),
             "files": [r.public() for r in reports],
+            **({"near_duplicates": {"threshold": cfg.dedup_threshold, "shingle": cfg.dedup_shingle, "perms": cfg.dedup_perms,
+                                    "bands_rows": list(lsh_params(cfg.dedup_threshold, cfg.dedup_perms)),
+                                    "examples": examples}} if near is not None else {}),
             "unsupported": self.unsupported,
         }
 
@@ -311,7 +329,7 @@ def _per_file(reports: list[FileReport]) -> list[FileReport]:
     for r in reports:
         if (f := files.get(r.path)) is None:
             files[r.path] = replace(r, wiki_skipped=dict(r.wiki_skipped), filtered=dict(r.filtered), doc_hashes=[],
-                                    doc_sentences=[], doc_chars=[])
+                                    doc_sentences=[], doc_chars=[], doc_sigs=[], doc_ids=[])
             continue
         f.status = f.status if f.status != "ok" else r.status
         for k in ("docs", "short_docs", "records", "utf8_replacements", "bad_records"):
@@ -326,20 +344,35 @@ def _per_file(reports: list[FileReport]) -> list[FileReport]:
     return list(files.values())
 
 
-def _dedupe_parts(parts: list[Path], reports: list[FileReport], out: Path, dedupe: bool) -> dict[str, int]:
-    """Publish raw parts as final parts in input order, dropping repeated document hashes."""
+def _dedupe_parts(parts: list[Path], reports: list[FileReport], out: Path, dedupe: bool,
+                  near: NearDuplicates | None = None) -> dict[str, Any]:
+    """Publish raw parts as final parts in input order, dropping repeated document hashes (and,
+    with ``near``, near-duplicates of earlier documents; up to 10 examples as (kept, dropped) ids)."""
     seen: set[bytes] = set()
-    counts = {"documents": 0, "duplicates_dropped": 0, "sentences": 0, "characters": 0}
+    counts: dict[str, Any] = {"documents": 0, "duplicates_dropped": 0, "sentences": 0, "characters": 0}
+    counts |= {"near_duplicates_dropped": 0} if near is not None else {}
+    ids: list[str] = []  # with near: every offered document's id, by its index there
+    examples: list[list[str]] = []
     n_out = 0
     for raw, report in zip(parts, reports, strict=True):
         if not raw.exists():
             continue
         keep = []
-        for h in report.doc_hashes:
-            keep.append(not (dedupe and h in seen))
+        for i, h in enumerate(report.doc_hashes):
+            exact = dedupe and h in seen
             seen.add(h)
+            if exact:
+                counts["duplicates_dropped"] += 1
+            elif near is not None:
+                ids.append(f"{report.path}: {report.doc_ids[i]}")
+                if (match := near.seen(report.doc_sigs[i])) is not None:
+                    counts["near_duplicates_dropped"] += 1
+                    if len(examples) < 10:
+                        examples.append([ids[match], ids[-1]])
+                    keep.append(False)
+                    continue
+            keep.append(not exact)
         n_keep = sum(keep)
-        counts["duplicates_dropped"] += len(keep) - n_keep
         counts["sentences"] += sum(n for n, k in zip(report.doc_sentences, keep, strict=True) if k)
         counts["characters"] += sum(n for n, k in zip(report.doc_chars, keep, strict=True) if k)
         if n_keep == 0:
@@ -362,4 +395,4 @@ def _dedupe_parts(parts: list[Path], reports: list[FileReport], out: Path, dedup
         counts["documents"] += n_keep
         n_out += 1
     counts["parts"] = n_out
-    return counts
+    return counts | {"near_duplicate_examples": examples}
