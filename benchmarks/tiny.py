@@ -47,7 +47,7 @@ def bench_tiny(work: Path, preset: str = "tiny", overrides: dict | None = None) 
         "mlm_acc": last["mlm_acc"],
         "nsp_acc": last["nsp_acc"],
     }
-    print(f"{preset} preset on {', '.join(cfg.corpus)}: {docs.manifest['counts']['documents']} documents, "
+    print(f"{preset} preset on {', '.join(cfg.corpus_paths())}: {docs.manifest['counts']['documents']} documents, "
           f"vocabulary {tok.manifest['counts']['vocab_size']}, {cfg.pretrain.steps} steps, "
           f"{torch.get_num_threads()} threads")
     print(f"data stages: {data_wall:.0f} s wall, {data_cpu:.0f} CPU-s; pretraining: {train_wall:.0f} s wall "

@@ -43,6 +43,7 @@ from bertpipe.core.fingerprint import sha256_file
 from bertpipe.core.stage import MapUnits, Stage, StageResult, run_stage
 from bertpipe.core.stagedir import commit_file, read_manifest, resolve_stage_dir
 from bertpipe.data.masking import MaskingConfig, mask_batch
+from bertpipe.data.mixture import SourceShare, copies, rates, sample_rows, source_of
 from bertpipe.data.pairs import Block, Instances, NspMode, Pack, sample_pairs, stream_tokens
 from bertpipe.data.wordpiece import Vocab, load_vocab
 
@@ -68,6 +69,9 @@ class ShardsConfig(BaseModel):
     # 1.2x the masked predictions per step of "sentences" on speech-length sentences.
     pack: Pack = Field("sentences", description="nsp_mode none only: cut the stream at sentence ends (RoBERTa) or every max_seq_length - 2 tokens")
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    # Empty: every training document once, as in the corpus (bertpipe.data.mixture).
+    sources: list[SourceShare] = Field([], description="a mixture: named sources of the training text with weights "
+                                       "(target shares of training tokens), by up- or down-sampling documents")
     dynamic: bool = Field(False, description="store unmasked ids; mask when batches are loaded (fresh mask each epoch)")
     seed: int = Field(12345, description="random seed (the reference's default)")
     eval_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of documents held out into eval-*.parquet shards")
@@ -80,6 +84,8 @@ class ShardsConfig(BaseModel):
     def _fits(self) -> ShardsConfig:
         if self.masking.max_predictions_per_seq > self.max_seq_length:
             raise ValueError("max_predictions_per_seq cannot exceed max_seq_length")
+        if len({s.name for s in self.sources}) < len(self.sources):
+            raise ValueError(f"source names repeat: {[s.name for s in self.sources]}")
         if self.pack == "tokens" and self.nsp_mode != "none":
             raise ValueError(f"pack 'tokens' needs nsp_mode 'none' (got {self.nsp_mode!r}): sentence pairs cut at sentence ends")
         return self
@@ -87,7 +93,7 @@ class ShardsConfig(BaseModel):
     def fingerprint_fields(self) -> dict[str, Any]:
         """Output-affecting fields; ``pack`` at its default is left out, so shards named before
         the option existed keep their names."""
-        exclude = {"workers"} | ({"pack"} if self.pack == "sentences" else set())
+        exclude = {"workers"} | ({"pack"} if self.pack == "sentences" else set()) | ({"sources"} if not self.sources else set())
         return self.model_dump(mode="json", exclude=exclude) | {"masking": self.masking.fingerprint_fields()}
 
 
@@ -95,36 +101,78 @@ class ShardsConfig(BaseModel):
 class BlockJob:
     index: int
     split: Literal["train", "eval"]
-    pieces: tuple[tuple[str, tuple[int, ...]], ...]  # (docs part file, row indices)
+    pieces: tuple[tuple[str, tuple[int, ...]], ...]  # (docs part file, row indices; a row repeats when up-sampled)
     tok_dir: str
     bert_clean: bool  # the documents come from ingest's BERT-compatible cleaning
     cfg: ShardsConfig
     out: str
+    sources: tuple[str, ...] = ()  # with a mixture: each row's source name, in the pieces' order
     # the paths (pieces, tok_dir, out) are absolute, made so where the stage is planned: a unit
     # may run in another working directory (a Dask worker's)
 
 
-def plan_blocks(docs_dir: Path, cfg: ShardsConfig) -> list[tuple[str, list[tuple[str, list[int]]]]]:
-    """Group documents into blocks by cumulative characters, per split, in corpus order."""
-    blocks: list[tuple[str, list[tuple[str, list[int]]]]] = []
-    current: dict[str, list[tuple[str, list[int]]]] = {"train": [], "eval": []}
+def plan_blocks(docs_dir: Path, cfg: ShardsConfig, vocab: Vocab | None = None) -> list[tuple[str, list[tuple[str, list[int]]], list[str]]]:
+    """Group documents into blocks by cumulative characters, per split, in corpus order; with a
+    mixture (``cfg.sources``, needs ``vocab``), training documents repeated or left out to reach
+    the sources' token shares, and each row's source name."""
+    parts = sorted(docs_dir.glob("part-*.parquet"))
+    cols = ["n_chars", "source"] if cfg.sources else ["n_chars"]
+    tables = [pq.read_table(p, columns=cols) for p in parts]
+    chars = [t.column("n_chars").to_numpy() for t in tables]
+    index = np.cumsum([0] + [len(c) for c in chars])
+    held = [np.array([_held_out(cfg, int(index[i]) + r) for r in range(len(c))], bool) for i, c in enumerate(chars)]
+    times = [np.ones(len(c), np.int64) for c in chars]  # how many times each document is used
+    if cfg.sources:
+        names = [{f: source_of(f, cfg.sources) for f in set(t.column("source").to_pylist())} for t in tables]
+        src = [np.array([m[f] for f in t.column("source").to_pylist()], np.int64) for m, t in zip(names, tables, strict=True)]
+        rate = rates(_source_tokens(parts, chars, held, src, cfg, vocab), cfg.sources)
+        for s in range(len(cfg.sources)):
+            where = [(i, np.flatnonzero((src[i] == s) & ~held[i])) for i in range(len(parts))]
+            ids = np.concatenate([index[i] + rows for i, rows in where])
+            k = copies(ids, np.concatenate([chars[i][rows] for i, rows in where]), float(rate[s]), cfg.seed)
+            for (i, rows), n in zip(where, np.split(k, np.cumsum([len(r) for _, r in where])[:-1]), strict=True):
+                times[i][rows] = n
+    blocks: list[tuple[str, list[tuple[str, list[int]]], list[str]]] = []
+    current: dict[str, tuple[list[tuple[str, list[int]]], list[str]]] = {"train": ([], []), "eval": ([], [])}
     size = {"train": 0, "eval": 0}
-    doc_index = 0
-    for part in sorted(docs_dir.glob("part-*.parquet")):
-        n_chars = pq.read_table(part, columns=["n_chars"]).column(0).to_numpy()
-        for row, n in enumerate(n_chars.tolist()):
-            split = "eval" if _held_out(cfg, doc_index) else "train"
-            doc_index += 1
-            pieces = current[split]
+    for i, part in enumerate(parts):
+        for row, n in enumerate(chars[i].tolist()):
+            split = "eval" if held[i][row] else "train"
+            k = int(times[i][row])
+            if k == 0:
+                continue
+            pieces, names_ = current[split]
             if not pieces or pieces[-1][0] != str(part):
                 pieces.append((str(part), []))
-            pieces[-1][1].append(row)
-            size[split] += n
+            pieces[-1][1].extend([row] * k)
+            names_.extend([cfg.sources[src[i][row]].name] * k if cfg.sources else [])
+            size[split] += n * k
             if size[split] >= cfg.block_chars:
-                blocks.append((split, pieces))
-                current[split], size[split] = [], 0
-    blocks.extend((split, pieces) for split, pieces in current.items() if pieces)
+                blocks.append((split, pieces, names_))
+                current[split], size[split] = ([], []), 0
+    blocks.extend((split, pieces, names_) for split, (pieces, names_) in current.items() if pieces)
     return blocks
+
+
+def _source_tokens(parts: list[Path], chars: list[np.ndarray], held: list[np.ndarray], src: list[np.ndarray],
+                   cfg: ShardsConfig, vocab: Vocab | None) -> np.ndarray:
+    """Estimated training tokens per source: its characters x tokens per character of a sample."""
+    if vocab is None:
+        raise ValueError("a mixture needs the vocabulary to estimate each source's tokens")
+    n = len(cfg.sources)
+    total_chars, sample_chars, sample_tokens = np.zeros(n), np.zeros(n), np.zeros(n)
+    for s in range(n):
+        where = [(i, r) for i in range(len(parts)) for r in np.flatnonzero((src[i] == s) & ~held[i]).tolist()]
+        c = np.array([chars[i][r] for i, r in where], np.int64)
+        total_chars[s] = c.sum()
+        by_part: dict[int, list[int]] = {}
+        for j in sample_rows(len(where), c, cfg.seed).tolist() if where else []:
+            by_part.setdefault(where[j][0], []).append(where[j][1])
+        for i, rows in by_part.items():
+            sentences = [x for doc in _read_rows(str(parts[i]), tuple(rows)).to_pylist() for x in doc]
+            sample_chars[s] += chars[i][rows].sum()
+            sample_tokens[s] += sum(len(e.ids) for e in vocab.tokenizer.encode_batch_fast(sentences, add_special_tokens=False))
+    return total_chars * sample_tokens / np.maximum(sample_chars, 1)
 
 
 def _held_out(cfg: ShardsConfig, doc_index: int) -> bool:
@@ -164,8 +212,9 @@ def _read_rows(part: str, rows: tuple[int, ...]) -> pa.ChunkedArray:
     return pf.read_row_groups(groups.tolist(), columns=["sentences"]).column(0).take(pa.array(local))
 
 
-def tokenize_block(pieces: tuple[tuple[str, tuple[int, ...]], ...], vocab: Vocab) -> Block:
-    """Read the block's documents and tokenize every sentence (no special tokens)."""
+def tokenize_block(pieces: tuple[tuple[str, tuple[int, ...]], ...], vocab: Vocab) -> tuple[Block, np.ndarray]:
+    """Read the block's documents and tokenize every sentence (no special tokens); also each
+    row's token count (empty documents included)."""
     sentences: list[str] = []
     doc_sizes: list[int] = []
     for part, rows in pieces:
@@ -178,13 +227,14 @@ def tokenize_block(pieces: tuple[tuple[str, tuple[int, ...]], ...], vocab: Vocab
     tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
     # Sentences that tokenize to nothing are dropped; so are documents left empty.
     doc_of_sent = np.repeat(np.arange(len(doc_sizes)), doc_sizes)
+    row_tokens = np.bincount(doc_of_sent, weights=lengths, minlength=len(doc_sizes)).astype(np.int64)
     keep = lengths > 0
     lengths, doc_of_sent = lengths[keep], doc_of_sent[keep]
     per_doc = np.bincount(doc_of_sent, minlength=len(doc_sizes))
     per_doc = per_doc[per_doc > 0]
     sent_off = np.concatenate([[0], np.cumsum(lengths)])
     doc_sent = np.concatenate([[0], np.cumsum(per_doc)])
-    return Block(tokens, sent_off.astype(np.int64), doc_sent.astype(np.int64))
+    return Block(tokens, sent_off.astype(np.int64), doc_sent.astype(np.int64)), row_tokens
 
 
 def assemble(source: np.ndarray, inst: Instances, max_len: int, cls_id: int, sep_id: int, pad_id: int, pair: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,7 +262,7 @@ def assemble(source: np.ndarray, inst: Instances, max_len: int, cls_id: int, sep
 def build_shard(job: BlockJob) -> dict[str, Any]:
     """Tokenize, sample ``dupe_factor`` passes, shuffle, mask (static) and write one shard."""
     cfg, vocab = job.cfg, _vocab(job.tok_dir, job.bert_clean)
-    block = tokenize_block(job.pieces, vocab)
+    block, row_tokens = tokenize_block(job.pieces, vocab)
     key = [cfg.seed, job.index, 0 if job.split == "train" else 1]
     passes = [
         sample_pairs(block, np.random.default_rng(key + [p]), cfg.max_seq_length, cfg.short_seq_prob, cfg.nsp_mode,
@@ -230,6 +280,8 @@ def build_shard(job: BlockJob) -> dict[str, Any]:
              "documents": block.n_docs, "sentences": int(len(block.sent_off) - 1), "random_next": 0,
              "single_sentence_chunks": int((inst.chunk_sentences == 1).sum()), "short_target": int(inst.short_target.sum()),
              "masked": 0, "masked_as_mask": 0, "masked_as_random": 0, "masked_as_kept": 0}
+    if job.sources:  # a mixture: input tokens per source (the manifest sums them)
+        stats["tokens_by_source"] = {name: int(row_tokens[np.array(job.sources) == name].sum()) for name in sorted(set(job.sources))}
     with pq.ParquetWriter(tmp, _schema(cfg.dynamic), compression="zstd") as writer:
         for lo in range(0, len(inst), cfg.rows_per_group):
             part = inst.take(np.arange(lo, min(lo + cfg.rows_per_group, len(inst))))
@@ -296,8 +348,9 @@ class ShardsStage(Stage[ShardsConfig]):
         bert_clean = bool(read_manifest(self.docs).get("bert_clean"))
         # absolute paths for the units (see BlockJob); the manifest keeps the tokenizer_dir given
         docs, tok, out = self.docs.absolute(), str(self.tokenizer.absolute()), str(out.absolute())
-        return [BlockJob(i, split, tuple((p, tuple(r)) for p, r in pieces), tok, bert_clean, self.cfg, out)
-                for i, (split, pieces) in enumerate(plan_blocks(docs, self.cfg))]
+        vocab = _vocab(tok, bert_clean) if self.cfg.sources else None
+        return [BlockJob(i, split, tuple((p, tuple(r)) for p, r in pieces), tok, bert_clean, self.cfg, out, tuple(names))
+                for i, (split, pieces, names) in enumerate(plan_blocks(docs, self.cfg, vocab))]
 
     def run_unit(self, unit: BlockJob) -> dict[str, Any]:
         return build_shard(unit)
@@ -317,8 +370,17 @@ class ShardsStage(Stage[ShardsConfig]):
                       "sep_id": special["[SEP]"], "mask_id": special["[MASK]"], "unk_id": special["[UNK]"]},
             "schema": {f.name: str(f.type) for f in _schema(self.cfg.dynamic)},
             "counts": totals,
+            **({"sources": _source_report(self.cfg.sources, reports)} if self.cfg.sources else {}),
             "shards": reports,
         }
+
+
+def _source_report(sources: list[SourceShare], reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per source: its weight's share (the target) and the training tokens it got, with their share."""
+    got = {s.name: sum(r.get("tokens_by_source", {}).get(s.name, 0) for r in reports if r["split"] == "train") for s in sources}
+    total, weights = sum(got.values()) or 1, sum(s.weight for s in sources)
+    return [{"name": s.name, "weight": s.weight, "target_share": round(s.weight / weights, 6), "train_tokens": got[s.name],
+             "share": round(got[s.name] / total, 6)} for s in sources]
 
 
 def build_shards(docs_dir: Path, tok_dir: Path, cfg: ShardsConfig, out_root: Path, progress: bool = True,

@@ -34,6 +34,7 @@ from bertpipe.core.config import ConfigError, validate_config
 from bertpipe.core.keys import deep_merge
 from bertpipe.core.settings import json_names, named_json, resolve
 from bertpipe.data.ingest import IngestConfig, expand_inputs
+from bertpipe.data.mixture import SourceShare
 from bertpipe.data.shards import ShardsConfig
 from bertpipe.data.wordpiece import WordPieceConfig
 from bertpipe.model.init import InitSource, open_init
@@ -47,12 +48,27 @@ from bertpipe.train.config import PretrainConfig
 RETIRED: dict[str, str | None] = {}
 
 
+def _paths(entries: list[str | CorpusSource]) -> list[str]:
+    return [p for e in entries for p in ([e] if isinstance(e, str) else e.paths)]
+
+
+class CorpusSource(BaseModel):
+    """A named part of the corpus with a weight: its target share of the training tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the source's name (tokens per source in the shards manifest)")
+    paths: list[str] = Field(min_length=1, description="its input files, directories or globs")
+    weight: float = Field(gt=0, description="relative share of the training tokens (up- or down-sampled in shards)")
+
+
 class PipelineConfig(BaseModel):
     """Corpus → WordPiece → shards (phase 1, optionally phase 2) → pretraining → fine-tuning."""
 
     model_config = ConfigDict(extra="forbid")
 
-    corpus: list[str] = Field(["data/sample"], description="input files, directories or globs")
+    corpus: list[str | CorpusSource] = Field(["data/sample"], description="input files, directories or globs; or named "
+                                             "sources with weights (a mixture: all entries then named)")
     # Task-adaptive pretraining (Gururangan et al. 2020): the tasks' unlabelled training text.
     corpus_tasks: list[str] = Field([], description="names of `evaluate` tasks whose training text (labels dropped) "
                                                     "joins the corpus")
@@ -71,9 +87,14 @@ class PipelineConfig(BaseModel):
 
     @field_validator("corpus")
     @classmethod
-    def _readable(cls, paths: list[str]) -> list[str]:
-        expand_inputs([str(resolve(p)) for p in paths])  # raises InputError naming the missing path
-        return paths  # as written (a run form shows the preset's spelling); resolved where the stages run
+    def _readable(cls, entries: list[str | CorpusSource]) -> list[str | CorpusSource]:
+        named = [e for e in entries if isinstance(e, CorpusSource)]
+        if named and len(named) < len(entries):
+            raise ValueError("a mixture names every corpus entry: {name, paths, weight} for each, not plain paths beside them")
+        if len({e.name for e in named}) < len(named):
+            raise ValueError(f"corpus source names repeat: {[e.name for e in named]}")
+        expand_inputs([str(resolve(p)) for p in _paths(entries)])  # raises InputError naming the missing path
+        return entries  # as written (a run form shows the preset's spelling); resolved where the stages run
 
     @model_validator(mode="after")
     def _trainable(self) -> PipelineConfig:
@@ -136,7 +157,16 @@ class PipelineConfig(BaseModel):
         ``work_dir/task-text/``, named by the training file's content)."""
         tasks = {t.name: t for t in self.evaluate}
         texts = [str(task_corpus(tasks[name], self.work_path() / "task-text")) for name in self.corpus_tasks]
-        return [str(resolve(p)) for p in self.corpus] + texts
+        return [str(resolve(p)) for p in _paths(self.corpus)] + texts
+
+    def shards_config(self, sc: ShardsConfig | None) -> ShardsConfig | None:
+        """``sc`` with the corpus's mixture (sources by their files' names), when it has one."""
+        if sc is None or not self.corpus or not isinstance(self.corpus[0], CorpusSource):
+            return sc
+        sources = [SourceShare(name=e.name, weight=e.weight, files=sorted({f.name for f, _ in
+                                                                           expand_inputs([str(resolve(p)) for p in e.paths])[0]}))
+                   for e in self.corpus]
+        return sc.model_copy(update={"sources": sources})
 
     def work_path(self) -> Path:
         return resolve(self.work_dir)

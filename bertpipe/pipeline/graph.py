@@ -38,7 +38,7 @@ MetricsSink = Callable[[dict[str, Any]], None]
 
 
 def _phases(c: PipelineConfig) -> list[Any]:
-    return [c.shards] + ([c.phase2] if c.phase2 is not None else [])
+    return [c.shards_config(c.shards)] + ([c.shards_config(c.phase2)] if c.phase2 is not None else [])
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ GRAPH: tuple[Node, ...] = (
          fingerprint=lambda c, sc, up: IngestStage(sc, c.corpus_paths()).fingerprint(),
          build=lambda c, sc, up, on_metrics: IngestStage(sc, c.corpus_paths())),
     Node("wordpiece", WordPieceStage, "tokenizer", ("ingest",), lambda c: c.wordpiece),
-    Node("shards", ShardsStage, "shards", ("ingest", "wordpiece"), lambda c: c.shards),
-    Node("phase2", ShardsStage, "shards", ("ingest", "wordpiece"), lambda c: c.phase2),
+    Node("shards", ShardsStage, "shards", ("ingest", "wordpiece"), lambda c: c.shards_config(c.shards)),  # with the mixture
+    Node("phase2", ShardsStage, "shards", ("ingest", "wordpiece"), lambda c: c.shards_config(c.phase2)),
     Node("pretrain", PretrainStage, "pretrain", ("shards", "phase2"), lambda c: c.pretrain,
          fingerprint=lambda c, sc, up: PretrainStage.fingerprint_of(sc, up, _phases(c)),  # canonical_pretrain reads the phases
          build=lambda c, sc, up, on_metrics: PretrainStage(sc, *up, on_metrics=on_metrics)),

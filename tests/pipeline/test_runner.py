@@ -107,3 +107,18 @@ def test_task_adaptive_pretraining_reads_the_tasks_text_and_zero_steps_keep_the_
     shared = [k for k in final if k in published]
     assert len(shared) == len(final) - len(pre.manifest["init"]["left_at_init"])
     assert all(torch.equal(final[k], published[k]) for k in shared)  # no step taken: the encoder as published
+
+
+def test_a_weighted_corpus_mixes_its_sources_in_the_shards(tmp_path):
+    sources = [{"name": "book", "paths": [str(SAMPLE / "the-war-of-the-worlds-part.txt")], "weight": 1},
+               {"name": "speeches", "paths": [str(SAMPLE / "sotu-sample.jsonl.gz")], "weight": 1}]
+    over = {"corpus": sources, "work_dir": str(tmp_path / "work"), "wordpiece": {"vocab_size": 800},
+            "shards": {"dupe_factor": 1, "max_seq_length": 64, "workers": 1}, "ingest": {"workers": 1}}
+    done = run_pipeline(load_pipeline_config("tiny", over), until="shards")
+    got = {s["name"]: s for s in done.stages["shards"].manifest["sources"]}
+    assert got["book"]["target_share"] == got["speeches"]["target_share"] == 0.5
+    assert all(s["train_tokens"] > 0 for s in got.values())
+    plain = load_pipeline_config("tiny", over | {"corpus": [p for s in sources for p in s["paths"]]})
+    assert plain.corpus_paths() == load_pipeline_config("tiny", over).corpus_paths()  # the same files, unweighted
+    with pytest.raises(ConfigError, match="a mixture names every corpus entry"):
+        load_pipeline_config("tiny", over | {"corpus": [sources[0], str(SAMPLE / "sotu-sample.jsonl.gz")]})
