@@ -15,7 +15,9 @@ and exercise every GPU code path once, so a first GPU session ends with figures,
     compile     ``torch.compile`` on the model: the loss equals eager's (same weights, same
                 batch, no dropout) and the compiled step time is reported beside eager's.
     torchrun    a 1-process launch through ``bertpipe.train.launcher`` (what ``--devices``
-                uses), 10 steps to a final model.
+                uses), 10 steps to a final model, checkpointed at step 5; that checkpoint
+                resumed on another split of the global batch (half the micro-batch, 2
+                accumulation steps) must train on the same samples at every later step.
 
 The result is one JSON object, written to ``--out`` and printed as the last line; every part
 has ``ok`` and its own seconds, and a part that fails records its error while the others
@@ -287,19 +289,38 @@ def part_compile(sizes: Sizes, device: torch.device) -> dict[str, Any]:
 
 
 def part_torchrun(sizes: Sizes, device: torch.device, shards: Path, work: Path) -> dict[str, Any]:
+    """A 1-process torchrun launch (NCCL on a GPU) checkpointing halfway, then that checkpoint
+    resumed in a fresh run directory on another split of the same global batch (half the
+    micro-batch, 2 accumulation steps): every later step must train on the same rows and masks."""
     import shutil
 
     from bertpipe.train.launcher import torchrun
 
-    run = work / "torchrun-run"
-    shutil.rmtree(run, ignore_errors=True)
+    n, half = sizes.torchrun_steps, sizes.torchrun_steps // 2
+    run, resumed = work / "torchrun-run", work / "torchrun-resumed"
+    for d in (run, resumed):
+        shutil.rmtree(d, ignore_errors=True)
     t0 = time.perf_counter()
-    res = torchrun(_pretrain_cfg(sizes, device, sizes.torchrun_steps, devices=1), shards, None, run, resume=False)
+    cfg = _pretrain_cfg(sizes, device, n, devices=1, log_every=1, checkpoint_every=half, keep_checkpoints=3)
+    res = torchrun(cfg, shards, None, run, resume=False)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
     start = next(r for r in records if r.get("event") == "start")
-    return {"ok": res.step == sizes.torchrun_steps and res.final_dir is not None and (res.final_dir / "config.json").is_file()
-            and "mfu" in (res.train or {}), "steps": res.step, "device": start["device"], "world_size": start["world_size"],
-            "seconds": round(time.perf_counter() - t0, 1)}
+    out = {"ok": res.step == n and res.final_dir is not None and (res.final_dir / "config.json").is_file()
+           and "mfu" in (res.train or {}), "steps": res.step, "device": start["device"], "world_size": start["world_size"],
+           "seconds": round(time.perf_counter() - t0, 1)}
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(run / "checkpoints" / f"step-{half:07d}", resumed / "checkpoints" / f"step-{half:07d}")
+    shutil.copy(run / "metrics.jsonl", resumed / "metrics.jsonl")
+    split = cfg.model_copy(update={"batch_size": cfg.batch_size // 2, "grad_accum": 2})
+    torchrun(split, shards, None, resumed, resume=True)
+
+    def digests(d: Path) -> dict[int, int]:
+        recs = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line]
+        return {r["step"]: r["sample_digest"] for r in recs if r.get("split") == "train" and r["step"] > half}
+
+    same = digests(run) == digests(resumed) and len(digests(run)) == n - half
+    return out | {"ok": out["ok"] and same, "resumed_on_another_split_same_samples": same,
+                  "seconds": round(time.perf_counter() - t0, 1)}
 
 
 PARTS = ("throughput", "pretrain", "compile", "torchrun")

@@ -148,7 +148,7 @@ class MetricLogger:
             log_metrics(client, self.run_id, {k: rec[k] for k in ("parameters", "peak_tflops") if k in rec}, step=rec["step"])
         if rec.get("split") in ("train", "eval"):
             log_metrics(client, self.run_id, {k if k in THROUGHPUT else f"{rec['split']}_{k}": v for k, v in rec.items()
-                                              if k not in ("split", "step", "phase")}, step=rec["step"])
+                                              if k not in ("split", "step", "phase", "sample_digest")}, step=rec["step"])
 
 
 metric_logger = MetricLogger  # ``metric_logger(tracking_uri, run_id)``: pretraining's ``on_metrics``
