@@ -301,7 +301,8 @@ def part_torchrun(sizes: Sizes, device: torch.device, shards: Path, work: Path) 
     for d in (run, resumed):
         shutil.rmtree(d, ignore_errors=True)
     t0 = time.perf_counter()
-    cfg = _pretrain_cfg(sizes, device, n, devices=1, log_every=1, checkpoint_every=half, keep_checkpoints=3)
+    cfg = _pretrain_cfg(sizes, device, n, devices=1).model_copy(update={"log_every": 1, "checkpoint_every": half,
+                                                                         "keep_checkpoints": 3})
     res = torchrun(cfg, shards, None, run, resume=False)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
     start = next(r for r in records if r.get("event") == "start")
