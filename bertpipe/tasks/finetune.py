@@ -51,7 +51,7 @@ from bertpipe.tasks import heads
 from bertpipe.tasks.config import EvalTask, FinetuneConfig, Task  # noqa: F401  (EvalTask, Task: re-exported)
 from bertpipe.tasks.data import label_vocab
 from bertpipe.tasks.specs import Arrays, Batch, Prediction, concat_outputs, spec_for, take_rows
-from bertpipe.train.hostmem import keep_freed_memory
+from bertpipe.train.hostmem import kept_freed_memory
 from bertpipe.train.optim import OptimConfig, build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -174,17 +174,17 @@ def fit(cfg: FinetuneConfig, model: torch.nn.Module, train: Arrays, seed: int, d
     the loss of every step. ``on_step(steps_done)`` is called after each step."""
     n = len(train["input_ids"])
     steps = train_steps(cfg, n)
-    keep_freed_memory()  # as pretraining: no page faults for the step's buffers
     model = model.to(device).train()
     opt, sched = optimizer(cfg, model, steps)
     rng, losses = np.random.default_rng(seed), []
-    while len(losses) < steps:
-        for b in batches(train, rng.permutation(n), cfg.batch_size, device):
-            losses.append(train_step(cfg, model, opt, sched, b).item())
-            if on_step is not None:
-                on_step(len(losses))
-            if len(losses) >= steps:
-                break
+    with kept_freed_memory():  # as pretraining: no page faults for the step's buffers; given back after
+        while len(losses) < steps:
+            for b in batches(train, rng.permutation(n), cfg.batch_size, device):
+                losses.append(train_step(cfg, model, opt, sched, b).item())
+                if on_step is not None:
+                    on_step(len(losses))
+                if len(losses) >= steps:
+                    break
     return losses
 
 

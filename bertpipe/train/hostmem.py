@@ -11,9 +11,14 @@ same step has under 1k faults and no system time, and runs 12% faster; results a
 unchanged (only where the memory comes from changes).
 
 Trade-off: memory freed by the step stays in the heap instead of going back to the
-operating system, so the process keeps its peak footprint (what a training process reaches
-again at the next step anyway). Nothing happens on a C library without ``mallopt`` (musl,
-macOS, Windows), under ``BERTPIPE_KEEP_FREED_MEMORY=0``, or on a second call.
+operating system, so the process keeps its peak footprint while it trains. ``kept_freed_memory``
+(what pretraining and fine-tuning use) does so only for the duration of a training: afterwards
+glibc's default thresholds are back and the free heap is trimmed. A process that trains
+many models in a row (a sweep's flow run: pretrainings and fine-tunings of other shapes)
+otherwise grew by fragmentation until the kernel killed it (23 GB of a 24 GB machine after
+five MiniLM trainings). ``keep_freed_memory`` sets the thresholds for the rest of the process
+(the benchmarks, which measure one shape). Nothing happens on a C library without
+``mallopt`` (musl, macOS, Windows) or under ``BERTPIPE_KEEP_FREED_MEMORY=0``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +38,52 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 # of trimming it: both far above any single activation of the models trained here on a CPU.
 MMAP_THRESHOLD = 1 << 30
 TRIM_THRESHOLD = 1 << 31
+DEFAULT_THRESHOLD = 128 << 10  # glibc's starting values of both
 _done = False
+_depth = 0  # nesting of kept_freed_memory
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+        return lib if lib is not None and hasattr(lib, "mallopt") else None
+    except OSError:
+        return None
+
+
+def _raise_thresholds() -> bool:
+    if os.environ.get("BERTPIPE_KEEP_FREED_MEMORY", "1") == "0" or (libc := _libc()) is None:
+        return False
+    # glibc before 2.35 refuses an mmap threshold above 32 MiB: then the largest it accepts
+    mmap = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) or bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20))
+    ok = mmap and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    log.debug("malloc thresholds raised: %s", ok)
+    return ok
 
 
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds for this process (once). True if they were set."""
+    """Raise glibc's mmap and trim thresholds for the rest of this process (once). True if set."""
     global _done
-    if _done or os.environ.get("BERTPIPE_KEEP_FREED_MEMORY", "1") == "0":
+    if _done:
         return False
     _done = True
-    name = ctypes.util.find_library("c")
+    return _raise_thresholds()
+
+
+@contextmanager
+def kept_freed_memory() -> Iterator[bool]:
+    """The raised thresholds while the block runs (nested blocks share them); afterwards glibc's
+    defaults again and the free heap given back (``malloc_trim``), unless ``keep_freed_memory``
+    set them for the whole process. Yields whether they are raised."""
+    global _depth
+    raised = _done or (_depth > 0) or _raise_thresholds()
+    _depth += 1
     try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None:
-        return False
-    # glibc before 2.35 refuses an mmap threshold above 32 MiB: then the largest it accepts
-    mmap = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) or bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20))
-    ok = mmap and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    log.debug("malloc thresholds raised: %s", ok)
-    return ok
+        yield raised
+    finally:
+        _depth -= 1
+        if _depth == 0 and raised and not _done and (libc := _libc()) is not None:
+            libc.mallopt(_M_MMAP_THRESHOLD, DEFAULT_THRESHOLD)
+            libc.mallopt(_M_TRIM_THRESHOLD, DEFAULT_THRESHOLD)
+            libc.malloc_trim(0)

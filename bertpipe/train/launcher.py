@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -74,9 +75,10 @@ def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Pa
         if code in (0, 143):
             break
         if attempt == cfg.max_restarts:
-            raise RuntimeError(f"torchrun exited with {code}" + (f" after {attempt} restarts" if attempt else "") + f":\n{output}")
-        log.warning("torchrun exited with %d (a worker failed); restart %d of %d resumes from the newest checkpoint\n%s",
-                    code, attempt + 1, cfg.max_restarts, output[-1500:])
+            raise RuntimeError(f"torchrun exited with {code}" + (f" after {attempt} restarts" if attempt else "")
+                               + f": {_errors(output)}\n... the end of its output:\n{output[-4000:]}")
+        log.warning("torchrun exited with %d (a worker failed: %s); restart %d of %d resumes from the newest checkpoint",
+                    code, _errors(output), attempt + 1, cfg.max_restarts)
     if cfg.nnodes > 1 and (run_dir / LEAD).read_text() != launch:
         raise FollowerNode(f"this node's {cfg.devices} process(es) finished; the node running rank 0 publishes the output")
     records = follow.records
@@ -102,7 +104,14 @@ def _run(cmd: list[str], follow: _Follower, on_metrics, env: dict[str, str]) -> 
                 proc.wait(60)
         follow.forward(on_metrics)
         output.seek(0)
-        return proc.returncode, output.read()[-4000:]
+        return proc.returncode, output.read()
+
+
+def _errors(output: str) -> str:
+    """The ranks' exception lines (``[rank1]: ValueError: ...``), once each: what failed, however
+    long the tracebacks and warnings around them."""
+    lines = [ln.strip() for ln in output.splitlines() if re.match(r"(\[rank\d+\]: )?[\w.]*(Error|Exception|Interrupt): ", ln.strip())]
+    return "\n".join(dict.fromkeys(lines[-10:])) or "(no exception line in its output)"
 
 
 LAUNCH = "BERTPIPE_LAUNCH_ID"  # set for torchrun by the launching process

@@ -63,7 +63,7 @@ from bertpipe.model.init import init_state
 from bertpipe.model.bert import BertForPreTraining, pretraining_loss
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
 from bertpipe.train.flops import model_peak_stats, peak_dtype, train_flops
-from bertpipe.train.hostmem import keep_freed_memory
+from bertpipe.train.hostmem import kept_freed_memory
 from bertpipe.train.inputs import Phase, check_shared_run_dir, ltr_targets, read_inputs, sample_digest
 from bertpipe.train.optim import build_optimizer, build_scheduler
 from bertpipe.train.runstate import capture_rng, restore_rng, truncate_metrics
@@ -99,7 +99,11 @@ def pretrain(shards_dir: str | Path, cfg: PretrainConfig, out_dir: str | Path, s
     ends this call after that step with a checkpoint, as SIGTERM would. Under torchrun the
     process group is created here from the environment (NCCL on CUDA, gloo on CPU).
     """
-    keep_freed_memory()  # no page faults for the step's large buffers, every step
+    with kept_freed_memory():  # no page faults for the step's large buffers, every step; given back after
+        return _pretrain(shards_dir, cfg, out_dir, shards_phase2, resume, on_metrics, stop_at_step)
+
+
+def _pretrain(shards_dir, cfg: PretrainConfig, out_dir, shards_phase2, resume: bool, on_metrics, stop_at_step) -> PretrainResult:
     own_pg = not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     if own_pg:
