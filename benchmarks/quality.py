@@ -353,7 +353,8 @@ def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | Non
               f"{b['mlm_loss']:17.3f} | {b['mlm_acc']:16.3f}")
     fmt = lambda s: "not reached" if s is None else f"{s:.0f} s"  # noqa: E731
     print(f"time to transformers' final held-out loss {target:.3f}: ours {fmt(reach['ours'])}, transformers "
-          f"{fmt(reach['transformers'])}; ratio {ratio if ratio is None else round(ratio, 3)} (goal <= 0.33)")
+          f"{fmt(reach['transformers'])}; ratio {ratio if ratio is None else round(ratio, 3)} "
+          f"(goal <= {0.6 if cfg.pretrain.init else 0.33}: {'continued pretraining' if cfg.pretrain.init else 'from scratch'})")
     print(f"1-minute load: {loads}; plot: {plot_path}")
     shas = {side: sorted({q["inputs_sha256"] for q in s["points"]}) for side, s in (("ours", ours), ("transformers", hf))}
     rnd = lambda pts: [{k: round(v, 2 if k == "time_s" else 4) if isinstance(v, float) else v for k, v in q.items() if k != "inputs_sha256"} for q in pts]  # noqa: E731
