@@ -156,6 +156,8 @@ class ShardDataset(IterableDataset):
         self._perms: dict[tuple[int, int], np.ndarray] = {}
         self._decoded: dict[int, _Decoded] = {}
         self._last: tuple[int, dict[str, torch.Tensor]] | None = None
+        # decoded row groups kept: a window's and a global batch's worth, and never less than a few groups
+        self._cache_rows = 4 * max(self.shuffle_buffer, self.global_batch, max((u.rows for u in self.units), default=0))
 
     # ---------------------------------------------------------------- the global order
 
@@ -197,7 +199,7 @@ class ShardDataset(IterableDataset):
 
     def _decode(self, i: int) -> _Decoded:
         if i not in self._decoded:
-            if sum(d.rows for d in self._decoded.values()) > 4 * max(self.shuffle_buffer, self.global_batch):
+            if sum(d.rows for d in self._decoded.values()) > self._cache_rows:
                 self._decoded.clear()  # positions only move forward: older row groups are done
             u = self.units[i]
             t = pq.ParquetFile(u.file).read_row_group(u.group, columns=self._columns)
