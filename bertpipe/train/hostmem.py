@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -83,7 +84,9 @@ def kept_freed_memory() -> Iterator[bool]:
         yield raised
     finally:
         _depth -= 1
-        if _depth == 0 and raised and not _done and (libc := _libc()) is not None:
-            libc.mallopt(_M_MMAP_THRESHOLD, DEFAULT_THRESHOLD)
-            libc.mallopt(_M_TRIM_THRESHOLD, DEFAULT_THRESHOLD)
-            libc.malloc_trim(0)
+        if _depth == 0:
+            gc.collect()  # the training's objects caught in reference cycles, before the heap is trimmed
+            if raised and not _done and (libc := _libc()) is not None:
+                libc.mallopt(_M_MMAP_THRESHOLD, DEFAULT_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, DEFAULT_THRESHOLD)
+                libc.malloc_trim(0)
