@@ -18,7 +18,8 @@ many models in a row (a sweep's flow run: pretrainings and fine-tunings of other
 otherwise grew by fragmentation until the kernel killed it (23 GB of a 24 GB machine after
 five MiniLM trainings). ``keep_freed_memory`` sets the thresholds for the rest of the process
 (the benchmarks, which measure one shape). Nothing happens on a C library without
-``mallopt`` (musl, macOS, Windows) or under ``BERTPIPE_KEEP_FREED_MEMORY=0``.
+``mallopt`` (musl, macOS, Windows) or under ``BERTPIPE_KEEP_FREED_MEMORY=0`` (where the
+heap is still trimmed, every malloc arena of it, when a training ends).
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ def kept_freed_memory() -> Iterator[bool]:
         yield raised
     finally:
         _depth -= 1
-        if _depth == 0:
+        if _depth == 0 and not _done and (libc := _libc()) is not None:
             gc.collect()  # the training's objects caught in reference cycles, before the heap is trimmed
-            if raised and not _done and (libc := _libc()) is not None:
+            if raised:
                 libc.mallopt(_M_MMAP_THRESHOLD, DEFAULT_THRESHOLD)
                 libc.mallopt(_M_TRIM_THRESHOLD, DEFAULT_THRESHOLD)
-                libc.malloc_trim(0)
+            libc.malloc_trim(0)  # every arena: a thread pool's tasks each leave theirs holding freed memory
