@@ -73,20 +73,24 @@ def filter_lines(lines: list[str], counts: Counter) -> list[str]:
     return kept
 
 
-def _ngram_chars(words: list[str], n: int) -> tuple[int, int]:
-    """(characters in the most frequent n-gram's occurrences, characters in n-grams that occur
-    more than once, each word counted once), over the document's n-grams."""
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    if not grams:
-        return 0, 0
-    freq = Counter(grams)
+def _top_ngram_chars(words: list[str], n: int) -> int:
+    """Characters in the occurrences of the most frequent n-gram (0 when none repeats)."""
+    freq = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    if not freq:
+        return 0
     top, c = freq.most_common(1)[0]
-    top_chars = sum(map(len, top)) * c if c > 1 else 0
+    return sum(map(len, top)) * c if c > 1 else 0
+
+
+def _dup_ngram_chars(words: list[str], n: int) -> int:
+    """Characters of the words inside n-grams that occur more than once, each word counted once."""
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    freq = Counter(grams)
     covered = [False] * len(words)
     for i, g in enumerate(grams):
         if freq[g] > 1:
             covered[i : i + n] = [True] * n
-    return top_chars, sum(len(w) for w, dup in zip(words, covered, strict=True) if dup)
+    return sum(len(w) for w, dup in zip(words, covered, strict=True) if dup)
 
 
 def _repetitive(lines: list[str], words: list[str]) -> bool:
@@ -100,9 +104,9 @@ def _repetitive(lines: list[str], words: list[str]) -> bool:
         return True
     word_chars = sum(map(len, words)) or 1
     for n, limit in _TOP_NGRAM.items():
-        if _ngram_chars(words, n)[0] > limit * word_chars:
+        if _top_ngram_chars(words, n) > limit * word_chars:
             return True
-    return any(_ngram_chars(words, n)[1] > limit * word_chars for n, limit in _DUP_NGRAM.items())
+    return any(_dup_ngram_chars(words, n) > limit * word_chars for n, limit in _DUP_NGRAM.items())
 
 
 def failed_rule(lines: list[str], rules: tuple[str, ...]) -> str | None:

@@ -125,11 +125,11 @@ def plan_blocks(docs_dir: Path, cfg: ShardsConfig, vocab: Vocab | None = None) -
     if cfg.sources:
         names = [{f: source_of(f, cfg.sources) for f in set(t.column("source").to_pylist())} for t in tables]
         src = [np.array([m[f] for f in t.column("source").to_pylist()], np.int64) for m, t in zip(names, tables, strict=True)]
-        rate = rates(_source_tokens(parts, chars, held, src, cfg, vocab), cfg.sources)
-        for s in range(len(cfg.sources)):
-            where = [(i, np.flatnonzero((src[i] == s) & ~held[i])) for i in range(len(parts))]
+        train = [[(i, np.flatnonzero((src[i] == s) & ~held[i])) for i in range(len(parts))] for s in range(len(cfg.sources))]
+        rate = rates(_source_tokens(parts, chars, train, cfg, vocab), cfg.sources)
+        for where, r in zip(train, rate.tolist(), strict=True):
             ids = np.concatenate([index[i] + rows for i, rows in where])
-            k = copies(ids, np.concatenate([chars[i][rows] for i, rows in where]), float(rate[s]), cfg.seed)
+            k = copies(ids, np.concatenate([chars[i][rows] for i, rows in where]), r, cfg.seed)
             for (i, rows), n in zip(where, np.split(k, np.cumsum([len(r) for _, r in where])[:-1]), strict=True):
                 times[i][rows] = n
     blocks: list[tuple[str, list[tuple[str, list[int]]], list[str]]] = []
@@ -154,15 +154,16 @@ def plan_blocks(docs_dir: Path, cfg: ShardsConfig, vocab: Vocab | None = None) -
     return blocks
 
 
-def _source_tokens(parts: list[Path], chars: list[np.ndarray], held: list[np.ndarray], src: list[np.ndarray],
+def _source_tokens(parts: list[Path], chars: list[np.ndarray], train: list[list[tuple[int, np.ndarray]]],
                    cfg: ShardsConfig, vocab: Vocab | None) -> np.ndarray:
-    """Estimated training tokens per source: its characters x tokens per character of a sample."""
+    """Estimated training tokens per source (``train``: its training rows per part): its characters
+    x tokens per character of a sample."""
     if vocab is None:
         raise ValueError("a mixture needs the vocabulary to estimate each source's tokens")
     n = len(cfg.sources)
     total_chars, sample_chars, sample_tokens = np.zeros(n), np.zeros(n), np.zeros(n)
     for s in range(n):
-        where = [(i, r) for i in range(len(parts)) for r in np.flatnonzero((src[i] == s) & ~held[i]).tolist()]
+        where = [(i, r) for i, rows in train[s] for r in rows.tolist()]
         c = np.array([chars[i][r] for i, r in where], np.int64)
         total_chars[s] = c.sum()
         by_part: dict[int, list[int]] = {}
