@@ -33,6 +33,12 @@ Fairness, and the trade-offs taken:
     * ``time_to_hf_final_loss_ratio``: the wall time ours needs to first reach the held-out
       loss the transformers run ends at, over the time transformers needs for it (linear
       interpolation between checkpoints), data preparation included on both sides.
+    * Seeds: one training seed is one draw of the starting heads, masks, dropout and order; two
+      runs of one side differ by more than the sides do at a few hundred steps of continued
+      pretraining. ``train_seeds`` trains both sides once per seed (each afresh, data included)
+      and compares the seeds' mean curves (mean time and loss at each checkpoint step; the
+      target is transformers' mean final loss), and prints the paired 95% interval of the final
+      loss difference.
     * Both sides run one after the other on a machine other processes may share: the
       1-minute load average is printed before and after each side. ``threads=1`` runs both
       sides' compute on one thread: two OpenMP threads on two cores slow down many times over
@@ -258,6 +264,16 @@ def run_hf(files: list[Path], vocab: Path, cfg, hf_cfg: dict, eval_steps: list[i
             "points": [{"step": s, "time_s": stamps[s], "dir": work / "trainer" / f"checkpoint-{s}"} for s in eval_steps]}
 
 
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def mean_curve(curves: list[list[dict]]) -> list[dict]:
+    """The seeds' mean curve: at each checkpoint step, the mean time, loss and accuracy."""
+    return [{"step": qs[0]["step"], **{k: _mean([q[k] for q in qs]) for k in ("time_s", "mlm_loss", "mlm_acc")},
+             "predictions": qs[0]["predictions"]} for qs in zip(*curves, strict=True)]
+
+
 def time_to_loss(points: list[dict], target: float) -> float | None:
     """First wall time a curve reaches ``target`` (linear between checkpoints), or None."""
     for i, q in enumerate(points):
@@ -295,7 +311,8 @@ def plot(curves: dict[str, list[dict]], target: float, reach: dict[str, float | 
 def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | None = None, corpus: list[str] | None = None,
                   eval_points: int = 15, eval_sequences: int = 2048, heldout_fraction: float = 0.05, seed: int = 12345,
                   plot_path: Path | None = None, map_workers: int | None = None, loader_workers: int = 1,
-                  threads: int | None = None) -> dict[str, Any]:
+                  threads: int | None = None, train_seeds: list[int] | None = None) -> dict[str, Any]:
+    from bertpipe.experiments.stats import paired_t
     from bertpipe.pipeline import load_pipeline_config, with_overrides
     from bertpipe.model.hf import hf_config, load_config
 
@@ -319,35 +336,54 @@ def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | Non
                                 "evaluate_steps": [],
                                 "shards": {"eval_fraction": 0.0}, "pretrain": pre}
                          | ({"phase2": {"eval_fraction": 0.0}} if base.phase2 is not None else {}))
-    loads = {"before": load_before}
-    ours = run_ours(cfg, log)
-    loads["after_ours"] = _load()
-    model_cfg = load_config(ours["points"][-1]["dir"])
-    hf_cfg = {k: v for k, v in hf_config(model_cfg).items() if k not in ("architectures", "dtype")}
+    loads, runs = {"before": load_before}, []
     files = [f for p in map(Path, train_paths) for f in ([p] if p.is_file() else sorted(p.rglob("*"))) if f.is_file()]
-    hf = run_hf(files, ours["vocab"], cfg, hf_cfg, eval_steps, work / "hf", log, map_workers,
-                loader_workers)
-    loads["after_transformers"] = _load()
+    for s in train_seeds or [base.pretrain.seed]:  # each seed: both sides afresh, data preparation included
+        cs = with_overrides(cfg, {"work_dir": str(work / f"seed-{s}" / "ours"), "pretrain": {"seed": s}})
+        log(f"training seed {s}")
+        ours = run_ours(cs, log)
+        loads[f"after_ours_seed{s}"] = _load()
+        model_cfg = load_config(ours["points"][-1]["dir"])
+        hf_cfg = {k: v for k, v in hf_config(model_cfg).items() if k not in ("architectures", "dtype")}
+        hf = run_hf(files, ours["vocab"], cs, hf_cfg, eval_steps, work / f"seed-{s}" / "hf", log, map_workers, loader_workers)
+        loads[f"after_transformers_seed{s}"] = _load()
+        runs.append((s, ours, hf))
 
-    tok = fast_tokenizer(ours["vocab"], work / "eval-tokenizer", not cfg.wordpiece.cased)
+    tok = fast_tokenizer(runs[0][1]["vocab"], work / "eval-tokenizer", not cfg.wordpiece.cased)
     held = heldout_windows(held_texts, tok, cfg.shards.max_seq_length, eval_sequences, seed)
-    log(f"evaluating {len(eval_steps)} checkpoints per side on {len(held.input_ids)} held-out windows "
+    log(f"evaluating {len(eval_steps)} checkpoints per side and seed on {len(held.input_ids)} held-out windows "
         f"(of {held.windows}), {int((held.labels != -100).sum())} masked tokens")
-    for side in (ours, hf):
-        for q in side["points"]:
-            q.update(evaluate(load_mlm(q.pop("dir"), hf_cfg), held))
+    for _, ours, hf in runs:
+        for side in (ours, hf):
+            for q in side["points"]:
+                q.update(evaluate(load_mlm(q.pop("dir"), hf_cfg), held))
+    # the seeds' mean curve per side (time and loss at each checkpoint step): the target is transformers' mean final loss
+    ours = {"points": mean_curve([o["points"] for _, o, _ in runs])} | {k: _mean([o[k] for _, o, _ in runs]) for k in ("data_s", "total_s")}
+    hf = {"points": mean_curve([h["points"] for _, _, h in runs])} | {k: _mean([h[k] for _, _, h in runs]) for k in ("data_s", "total_s")}
+    ours["data_parts_s"], hf["data_parts_s"] = runs[0][1]["data_parts_s"], runs[0][2]["data_parts_s"]
+    hf["sequences"] = runs[0][2]["sequences"]
     target = hf["points"][-1]["mlm_loss"]
     reach = {"ours": time_to_loss(ours["points"], target), "transformers": time_to_loss(hf["points"], target)}
     ratio = reach["ours"] / reach["transformers"] if reach["ours"] is not None else None
     if plot_path is not None:
         plot({"ours": ours["points"], "transformers": hf["points"]}, target, reach, plot_path)
+    gap = [o["points"][-1]["mlm_loss"] - h["points"][-1]["mlm_loss"] for _, o, h in runs]  # per seed, ours - transformers
+    gap_ci = paired_t([o["points"][-1]["mlm_loss"] for _, o, _ in runs],
+                      [h["points"][-1]["mlm_loss"] for _, _, h in runs]) if len(runs) > 1 else None
 
     tokens = cfg.pretrain.batch_size * cfg.shards.max_seq_length
     print(f"{preset} recipe, {model_cfg.num_hidden_layers} layers, hidden {model_cfg.hidden_size}, vocabulary "
           f"{model_cfg.vocab_size}; {steps} steps of {tokens} tokens (nominal) on both sides; {torch.get_num_threads()} threads")
     print(f"data preparation: ours {ours['data_s']:.1f} s (ingest, WordPiece training, shards), transformers "
           f"{hf['data_s']:.1f} s (load_dataset, tokenize, group_texts; our vocab.txt given)")
-    print("  step | ours s | ours loss | ours acc | transformers s | transformers loss | transformers acc")
+    if len(runs) > 1:
+        print("per seed, final checkpoint: " + "; ".join(
+            f"seed {s}: ours {o['points'][-1]['mlm_loss']:.3f} in {o['points'][-1]['time_s']:.0f} s, transformers "
+            f"{h['points'][-1]['mlm_loss']:.3f} in {h['points'][-1]['time_s']:.0f} s" for s, o, h in runs))
+        print(f"final held-out loss, ours - transformers, paired over {len(runs)} seeds: {gap_ci.diff:+.4f} "
+              f"(95% interval {gap_ci.low:+.4f} .. {gap_ci.high:+.4f})")
+    print(("  step | ours s | ours loss | ours acc | transformers s | transformers loss | transformers acc"
+           + (f"   (means over {len(runs)} seeds)" if len(runs) > 1 else "")))
     for a, b in zip(ours["points"], hf["points"], strict=True):
         print(f"{a['step']:6d} | {a['time_s']:6.0f} | {a['mlm_loss']:9.3f} | {a['mlm_acc']:8.3f} | {b['time_s']:14.0f} | "
               f"{b['mlm_loss']:17.3f} | {b['mlm_acc']:16.3f}")
@@ -356,7 +392,7 @@ def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | Non
           f"{fmt(reach['transformers'])}; ratio {ratio if ratio is None else round(ratio, 3)} "
           f"(goal <= {0.6 if cfg.pretrain.init else 0.33}: {'continued pretraining' if cfg.pretrain.init else 'from scratch'})")
     print(f"1-minute load: {loads}; plot: {plot_path}")
-    shas = {side: sorted({q["inputs_sha256"] for q in s["points"]}) for side, s in (("ours", ours), ("transformers", hf))}
+    shas = {side: sorted({q["inputs_sha256"] for r in runs for q in r[i]["points"]}) for i, side in ((1, "ours"), (2, "transformers"))}
     rnd = lambda pts: [{k: round(v, 2 if k == "time_s" else 4) if isinstance(v, float) else v for k, v in q.items() if k != "inputs_sha256"} for q in pts]  # noqa: E731
     return {"bench": "quality", "preset": preset, "time_to_hf_final_loss_ratio": None if ratio is None else round(ratio, 4),
             "hf_final_loss": round(target, 4), "ours_final_loss": round(ours["points"][-1]["mlm_loss"], 4),
@@ -370,4 +406,7 @@ def bench_quality(work: Path, preset: str = "tiny-shared", overrides: dict | Non
             "tokens_per_step": tokens, "hf_sequences": hf["sequences"], "heldout_documents": held.documents,
             "heldout_windows": len(held.input_ids), "heldout_predictions": int((held.labels != -100).sum()),
             "heldout_sha256": shas, "load_1min": loads, "plot": str(plot_path) if plot_path else None,
-            "wall_s": round(time.perf_counter() - start, 1), "curve_ours": rnd(ours["points"]), "curve_hf": rnd(hf["points"])}
+            "wall_s": round(time.perf_counter() - start, 1), "curve_ours": rnd(ours["points"]), "curve_hf": rnd(hf["points"]),
+            "train_seeds": [r[0] for r in runs], "final_loss_gap_by_seed": [round(g, 4) for g in gap],
+            "final_loss_gap_95": [round(gap_ci.low, 4), round(gap_ci.high, 4)] if gap_ci else None,
+            "curves_by_seed": {r[0]: {"ours": rnd(r[1]["points"]), "transformers": rnd(r[2]["points"])} for r in runs}}

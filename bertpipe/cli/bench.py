@@ -82,7 +82,7 @@ def _cmd_bench_quality(args: argparse.Namespace) -> None:
                                    [str(c) for c in args.corpus] if args.corpus else None, eval_points=args.eval_points,
                                    eval_sequences=args.eval_sequences, heldout_fraction=args.heldout_fraction, seed=args.seed,
                                    plot_path=args.plot, map_workers=args.map_workers, loader_workers=args.loader_workers,
-                                   threads=args.threads)))
+                                   threads=args.threads, train_seeds=args.train_seeds)))
 
 
 def _cmd_bench_init(args: argparse.Namespace) -> None:
@@ -188,6 +188,8 @@ def add_commands(sub) -> None:
     p.add_argument("--eval-sequences", type=int, default=2048, help="held-out windows evaluated")
     p.add_argument("--heldout-fraction", type=float, default=0.05, help="documents of each input file held out")
     p.add_argument("--seed", type=int, default=12345, help="held-out split and masking")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=None,
+                   help="train both sides once per seed and compare the seeds' mean curves (default: the preset's one seed)")
     p.add_argument("--plot", type=Path, default=Path("docs/results/quality-loss-vs-time.png"), help="loss/accuracy vs time")
     p.add_argument("--map-workers", type=int, default=None, help="transformers side: datasets map num_proc")
     p.add_argument("--loader-workers", type=int, default=1, help="transformers side: dataloader_num_workers (1: measured best here)")

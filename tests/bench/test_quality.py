@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from benchmarks.quality import bench_quality, fast_tokenizer, heldout_windows, split_corpus, time_to_loss
+from benchmarks.quality import bench_quality, fast_tokenizer, heldout_windows, mean_curve, split_corpus, time_to_loss
 from bertpipe.cli.main import build_parser
 from tests.conftest import SAMPLE_FILES
 
@@ -49,6 +49,29 @@ def test_both_sides_trained_and_scored_on_identical_held_out_inputs(tmp_path, on
     else:
         assert res["time_to_hf_final_loss_ratio"] == pytest.approx(
             res["ours_time_to_hf_final_loss_s"] / res["hf_time_to_hf_final_loss_s"], rel=1e-2)
+
+
+def test_several_training_seeds_are_compared_by_their_mean_curves(tmp_path, one_thread):
+    overrides = {"wordpiece": {"vocab_size": 600}, "pretrain": {"steps": 8, "batch_size": 8, "phase2_batch_size": 4}}
+    res = bench_quality(tmp_path / "work", overrides=overrides, corpus=[str(p) for p in SAMPLE_FILES], eval_points=2,
+                        eval_sequences=16, train_seeds=[3, 4])
+    by_seed = res["curves_by_seed"]
+    assert res["train_seeds"] == [3, 4] and set(by_seed) == {3, 4}
+    assert by_seed[3]["ours"][-1]["mlm_loss"] != by_seed[4]["ours"][-1]["mlm_loss"]  # the seed reached the training
+    for side, key in (("ours", "curve_ours"), ("transformers", "curve_hf")):
+        for i, q in enumerate(res[key]):
+            assert q["mlm_loss"] == pytest.approx((by_seed[3][side][i]["mlm_loss"] + by_seed[4][side][i]["mlm_loss"]) / 2, abs=1e-4)
+    assert res["hf_final_loss"] == pytest.approx(res["curve_hf"][-1]["mlm_loss"], abs=1e-4)
+    assert res["final_loss_gap_by_seed"] == [pytest.approx(by_seed[s]["ours"][-1]["mlm_loss"] - by_seed[s]["transformers"][-1]["mlm_loss"],
+                                                           abs=1e-3) for s in (3, 4)]
+    assert len(res["heldout_sha256"]["ours"]) == 1 and res["heldout_sha256"]["ours"] == res["heldout_sha256"]["transformers"]
+
+
+def test_the_mean_curve_averages_time_loss_and_accuracy_per_step():
+    a = [{"step": 5, "time_s": 1.0, "mlm_loss": 4.0, "mlm_acc": 0.1, "predictions": 9}]
+    b = [{"step": 5, "time_s": 3.0, "mlm_loss": 2.0, "mlm_acc": 0.3, "predictions": 9}]
+    (m,) = mean_curve([a, b])
+    assert m == {"step": 5, "time_s": 2.0, "mlm_loss": 3.0, "mlm_acc": pytest.approx(0.2), "predictions": 9}
 
 
 def test_held_out_documents_are_in_neither_sides_training_files(tmp_path):
