@@ -43,6 +43,7 @@ from bertpipe.data.formats import Format, codec_name, decide_text_format, detect
 from bertpipe.data.neardup import NearDuplicates, document_signature, lsh_params
 from bertpipe.data.quality import LINE_RULES, Rule, expand, failed_rule, filter_lines
 from bertpipe.data.readers import InputError, ReadOptions, ReadStats, read_documents
+from bertpipe.data import spans
 from bertpipe.data.spans import Span, plan_spans
 
 STAGE = "ingest"
@@ -50,6 +51,7 @@ VERSION = 2  # 2: text is a fixed point of BERT's clean_text (see bertpipe.data.
 WIKITEXT_CLEANER = "wikitext-cleaner-2"  # 2: the scanner of bertpipe.data.wikitext (1: mwparserfromhell)
 WIDE_TEXT_READER = "utf16-32-reader-1"
 TEXT_FORMAT_IN_RUN_ENCODING = "text-format-in-run-encoding-1"
+BZ2_BLOCK_SPANS = "bz2-block-spans-1"  # a single-stream .xml.bz2 read in units of blocks (was one unit)
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -250,8 +252,12 @@ class IngestStage(Stage[IngestConfig]):
         # that reads them (they were skipped as binary before), so a new reader re-reads them
         # without renaming the outputs of any other corpus (a VERSION bump would rename all)
         wide = any(f in ("text", "jsonl") and wide_encoding(p, self.cfg.encoding) for p, f in self.files)
+        # a single-stream .xml.bz2 is now cut into units: the same documents in more parts
+        blocks = any(f == "wiki" and p.name.lower().endswith(".bz2") and p.stat().st_size > spans.UNIT_BYTES
+                     and plan_spans(p, f, self.cfg.text_format, self.cfg.doc_break_blank_lines)[0].bits for p, f in self.files)
         return (hashes + ([WIKITEXT_CLEANER] if any(f == "wiki" for _, f in self.files) else [])
-                + ([WIDE_TEXT_READER] if wide else []) + ([TEXT_FORMAT_IN_RUN_ENCODING] if self._rejudged() else []))
+                + ([WIDE_TEXT_READER] if wide else []) + ([TEXT_FORMAT_IN_RUN_ENCODING] if self._rejudged() else [])
+                + ([BZ2_BLOCK_SPANS] if blocks else []))
 
     def _rejudged(self) -> bool:
         """Whether, in a run with another encoding than UTF-8, a plain-text file is judged lines or

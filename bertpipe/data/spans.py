@@ -9,14 +9,16 @@ records, found by a short scan forward from each cut point:
   and fixed for every span, by the rule a whole-file read uses (``bertpipe.data.formats``);
 - JSONL: at a line start;
 - MediaWiki XML: at a ``<page>`` start (spans hold whole pages; the reader wraps them in a root);
-  a multistream ``.xml.bz2`` (Wikipedia's own format) at a bzip2 stream start;
+  a multistream ``.xml.bz2`` (Wikipedia's own format) at a bzip2 stream start, a single-stream
+  one (``pages-articles.xml.bz2``) at a bzip2 block start (``bertpipe.data.bz2blocks``; the
+  span's offsets are then bits);
 - Parquet: at a row-group boundary (spans count row groups, not bytes).
 
 Each span carries the line (or row) number it starts at, counted here, so errors and ids
 name the same line as a whole-file read would. Reading the spans of a file in order yields
 exactly the documents a whole-file read yields, in the same order: the cut points are record
 boundaries that the whole-file read also ends a record at. Other compressed files (``.gz``,
-single-stream ``.bz2``) cannot be entered in the middle and stay one span.
+``.zst``, bzip2 text and JSONL) stay one span.
 
 ``UNIT_BYTES`` (4 MiB) is a fixed constant, not an option: one unit makes one part of the ingest
 output, so the unit size is part of what the output is. The scan costs a read of each cut
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from bertpipe.data.bz2blocks import next_magic
 from bertpipe.data.formats import compressed, decide_text_format
 
 UNIT_BYTES = 4 << 20  # 4 MiB of input per unit: about half a second of work, bounded memory, units enough to balance workers
@@ -50,6 +53,7 @@ class Span:
     end: int | None = None
     first_line: int = 1
     text_format: str | None = None  # plain text: the format decided for the whole file
+    bits: bool = False  # start and end are the bit offsets of bzip2 blocks (a single-stream .bz2)
 
     @property
     def whole(self) -> bool:
@@ -160,7 +164,27 @@ def _bz2_stream_spans(path: Path, size: int, unit_bytes: int) -> list[Span]:
                 break
             if at > cuts[-1]:
                 cuts.append(at)
-    return [Span(a, b) for a, b in zip(cuts, cuts[1:] + [None], strict=True)] if len(cuts) > 1 else [Span()]
+    if len(cuts) > 1:
+        return [Span(a, b) for a, b in zip(cuts, cuts[1:] + [None], strict=True)]
+    return _bz2_block_spans(path, size, unit_bytes)
+
+
+def _bz2_block_spans(path: Path, size: int, unit_bytes: int) -> list[Span]:
+    """Spans of a single-stream ``.bz2`` cut at the first block start after every ``unit_bytes``
+    of compressed input (bit offsets); the reader decompresses a span's blocks and the blocks
+    after it up to the next page start."""
+    with open(path, "rb") as f:
+        first = next_magic(f, 0)
+        if first is None:
+            return [Span()]  # not bzip2 data: the whole-file read reports it
+        cuts = [first]
+        for target in range(unit_bytes, size, unit_bytes):
+            if target * 8 <= cuts[-1]:
+                continue
+            if (at := next_magic(f, target * 8)) is None:
+                break
+            cuts.append(at)
+    return [Span(a, b, bits=True) for a, b in zip(cuts, cuts[1:] + [None], strict=True)] if len(cuts) > 1 else [Span()]
 
 
 def _next_match(f, pos: int, pattern: re.Pattern) -> int | None:

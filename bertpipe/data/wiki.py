@@ -3,7 +3,8 @@
 :func:`iter_wiki_pages` streams a ``.xml`` or ``.xml.bz2`` dump page by page with
 :func:`xml.etree.ElementTree.iterparse`, clearing every finished page so memory stays bounded
 on multi-GB dumps, or only the whole pages of a byte span of a plain dump (a unit of the
-ingest stage, ``bertpipe.data.spans``). It keeps main-namespace (``<ns>0</ns>``)
+ingest stage, ``bertpipe.data.spans``: of a plain dump, of a multistream or, block by block,
+of a single-stream ``.xml.bz2``). It keeps main-namespace (``<ns>0</ns>``)
 non-redirect pages, yields the cleaned text of their latest revision
 (``bertpipe.data.wikitext.wikitext_to_text``) and counts what it skipped in a
 :class:`WikiStats`. "Latest revision" is the last ``<revision>`` of a page in document order,
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import IO
 from xml.parsers.expat import ErrorString
 
+from bertpipe.data.bz2blocks import blocks_from
 from bertpipe.data.formats import open_binary
 from bertpipe.data.spans import Span
 from bertpipe.data.wikitext import wikitext_to_text
@@ -62,6 +64,8 @@ def iter_wiki_pages(path: Path, stats: WikiStats | None = None, span: Span = Spa
     compressed = path.name.lower().endswith(".bz2")  # as the span planner and the readers name it
     if span.whole:
         stream: IO[bytes] = open_binary(path)
+    elif span.bits:  # bzip2 blocks of a single-stream dump: no file to close, blocks_from opens its own
+        stream = io.BufferedReader(_Chunks(_whole_pages(_block_data(path, span))), 1 << 20)
     else:
         raw = path.open("rb")
         stream = io.BufferedReader(_Chunks(_whole_pages(_span_data(raw, span, compressed))), 1 << 20)
@@ -124,6 +128,12 @@ def _span_data(f: IO[bytes], span: Span, compressed: bool) -> Iterator[tuple[byt
                     piece, d, fed = d.unused_data, bz2.BZ2Decompressor(), False
     if fed:
         raise EOFError("the last bzip2 stream is incomplete")
+
+
+def _block_data(path: Path, span: Span) -> Iterator[tuple[bytes, bool]]:
+    """(data, past the span's end) of the bzip2 blocks from the span's first to the file's end."""
+    for start, data in blocks_from(path, span.start):
+        yield data, span.end is not None and start >= span.end
 
 
 def _whole_pages(data: Iterator[tuple[bytes, bool]]) -> Iterator[bytes]:

@@ -51,7 +51,7 @@ from bertpipe.tasks import heads
 from bertpipe.tasks.config import EvalTask, FinetuneConfig, Task  # noqa: F401  (EvalTask, Task: re-exported)
 from bertpipe.tasks.data import label_vocab
 from bertpipe.tasks.specs import Arrays, Batch, Prediction, concat_outputs, spec_for, take_rows
-from bertpipe.train.hostmem import kept_freed_memory
+from bertpipe.train.hostmem import kept_freed_memory, trim_if_grown
 from bertpipe.train.optim import OptimConfig, build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ def fit(cfg: FinetuneConfig, model: torch.nn.Module, train: Arrays, seed: int, d
         while len(losses) < steps:
             for b in batches(train, rng.permutation(n), cfg.batch_size, device):
                 losses.append(train_step(cfg, model, opt, sched, b).item())
+                trim_if_grown()  # varying batch shapes fragment the heap (bertpipe.train.hostmem)
                 if on_step is not None:
                     on_step(len(losses))
                 if len(losses) >= steps:

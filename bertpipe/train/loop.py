@@ -63,7 +63,7 @@ from bertpipe.model.init import init_state
 from bertpipe.model.bert import BertForPreTraining, pretraining_loss
 from bertpipe.train.config import FREE_FIELDS, PretrainConfig
 from bertpipe.train.flops import model_peak_stats, peak_dtype, train_flops
-from bertpipe.train.hostmem import kept_freed_memory
+from bertpipe.train.hostmem import kept_freed_memory, trim_if_grown
 from bertpipe.train.inputs import Phase, check_shared_run_dir, ltr_targets, read_inputs, sample_digest
 from bertpipe.train.optim import build_optimizer, build_scheduler
 from bertpipe.train.runstate import capture_rng, restore_rng, truncate_metrics
@@ -282,6 +282,7 @@ class _Run:
             self.scaler.update()
             self.opt.zero_grad(set_to_none=True)
             self.sched.step()
+            trim_if_grown()  # batches of varying shape fragment the heap (bertpipe.train.hostmem)
             step += 1
             res.losses[step], stop = loss, bool(stats[STAT["stop"]].item())
             window, n_win, t_win = window + stats, n_win + 1, t_win + time.perf_counter() - t0

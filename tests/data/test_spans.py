@@ -144,3 +144,34 @@ def test_a_file_in_the_runs_encoding_is_judged_alike_whole_or_in_spans(tmp_path,
     for workers in (1, 2):
         res = ingest([path], cfg.model_copy(update={"workers": workers}), tmp_path / f"spans-{workers}")
         assert rows(res) == expected
+
+
+def test_a_single_stream_bz2_dump_splits_at_blocks(inputs, tmp_path, monkeypatch):
+    """Wikimedia's pages-articles.xml.bz2 is one bzip2 stream: its units start at bzip2 blocks."""
+    import bz2
+
+    xml = inputs["wiki"].read_bytes()
+    head, _, rest = xml.decode().partition("  <page>")
+    pages, _, tail = ("  <page>" + rest).rpartition("</page>")
+    xml = (head + (pages + "</page>\n") * 12 + tail).encode()  # 240 pages, a dozen 100 kB blocks at level 1
+    dump = tmp_path / "dump.xml.bz2"
+    dump.write_bytes(bz2.compress(xml, 1))
+    cut = plan_spans(dump, "wiki", "auto", 3, unit_bytes=dump.stat().st_size // 6)
+    assert len(cut) >= 4 and all(s.bits for s in cut) and len({s.start % 8 for s in cut}) > 1
+    cfg = IngestConfig()
+    plain = tmp_path / "dump.xml"
+    plain.write_bytes(xml)
+    whole, _ = documents(dump, "wiki", cfg)
+    assert len(whole) > 2 * len(cut) and whole == documents(plain, "wiki", cfg)[0]
+    assert [d for span in cut for d in documents(dump, "wiki", cfg, span)[0]] == whole
+
+    def rows(res):
+        return [r for p in sorted(res.path.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+    monkeypatch.setattr(spans, "UNIT_BYTES", dump.stat().st_size // 5)
+    one, two = (ingest([dump], IngestConfig(workers=w, dedupe=False), tmp_path / f"w{w}") for w in (1, 2))  # pages repeat
+    assert len(list(one.path.glob("part-*"))) >= 4 and one.manifest["files"][0]["docs"] == len(whole)
+    assert [a.read_bytes() for a in sorted(one.path.glob("part-*"))] == [b.read_bytes() for b in sorted(two.path.glob("part-*"))]
+    ref = ingest([plain], IngestConfig(workers=1, dedupe=False), tmp_path / "plain")
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "source"} for r in rs]  # noqa: E731 (file names differ)
+    assert strip(rows(one)) == strip(rows(ref))
