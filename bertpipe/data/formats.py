@@ -39,7 +39,8 @@ def detect_format(path: Path) -> Format | None:
     """The format a file name announces (None: not one the ingest stage reads)."""
     name = path.name.lower()
     # .json.gz / .json.zst: Dolma's and many dumps' names for JSON lines
-    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".ndjson.gz", ".json.gz", ".json.zst")):
+    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.bz2", ".ndjson", ".ndjson.gz", ".json.gz", ".json.zst",
+                      ".json.bz2")):
         return "jsonl"
     if name.endswith(".parquet"):
         return "parquet"

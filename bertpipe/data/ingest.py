@@ -44,7 +44,7 @@ from bertpipe.data.neardup import NearDuplicates, document_signature, lsh_params
 from bertpipe.data.quality import LINE_RULES, Rule, expand, failed_rule, filter_lines
 from bertpipe.data.readers import InputError, ReadOptions, ReadStats, read_documents
 from bertpipe.data import spans
-from bertpipe.data.spans import Span, plan_spans
+from bertpipe.data.spans import Span, plan_spans, stage_decompressed, stageable
 
 STAGE = "ingest"
 VERSION = 2  # 2: text is a fixed point of BERT's clean_text (see bertpipe.data.text)
@@ -52,6 +52,8 @@ WIKITEXT_CLEANER = "wikitext-cleaner-2"  # 2: the scanner of bertpipe.data.wikit
 WIDE_TEXT_READER = "utf16-32-reader-1"
 TEXT_FORMAT_IN_RUN_ENCODING = "text-format-in-run-encoding-1"
 BZ2_BLOCK_SPANS = "bz2-block-spans-1"  # a single-stream .xml.bz2 read in units of blocks (was one unit)
+STAGED_SPANS = "staged-spans-1"  # a large compressed JSONL or text file read in units of its copy (was one unit)
+STAGED_PREFIX = ".staged-"
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -257,7 +259,7 @@ class IngestStage(Stage[IngestConfig]):
                      and plan_spans(p, f, self.cfg.text_format, self.cfg.doc_break_blank_lines)[0].bits for p, f in self.files)
         return (hashes + ([WIKITEXT_CLEANER] if any(f == "wiki" for _, f in self.files) else [])
                 + ([WIDE_TEXT_READER] if wide else []) + ([TEXT_FORMAT_IN_RUN_ENCODING] if self._rejudged() else [])
-                + ([BZ2_BLOCK_SPANS] if blocks else []))
+                + ([BZ2_BLOCK_SPANS] if blocks else []) + ([STAGED_SPANS] if any(stageable(p, f) for p, f in self.files) else []))
 
     def _rejudged(self) -> bool:
         """Whether, in a run with another encoding than UTF-8, a plain-text file is judged lines or
@@ -270,11 +272,21 @@ class IngestStage(Stage[IngestConfig]):
 
     def plan(self, out: Path) -> list[FileUnit]:
         cfg, out = self.cfg, out.absolute()  # units carry absolute paths (see FileUnit); the reports, the names given
-        spans = [(p, f, h, span) for (p, f), h in zip(self.files, self.upstream()[: len(self.files)], strict=True)
-                 for span in (plan_spans(p, f, cfg.text_format, cfg.doc_break_blank_lines, encoding=cfg.encoding)
-                              if not wide_encoding(p, cfg.encoding) else [Span()])]
+        units = []
+        for k, ((p, f), h) in enumerate(zip(self.files, self.upstream()[: len(self.files)], strict=True)):
+            if wide_encoding(p, cfg.encoding):
+                units.append((p, f, h, Span()))
+                continue
+            read = p
+            if stageable(p, f):  # one compressed stream: cut its decompressed copy (bertpipe.data.spans)
+                try:
+                    read = stage_decompressed(p, out / f"{STAGED_PREFIX}{k:05d}.{f}")
+                except (OSError, EOFError) as e:
+                    raise InputError(f"{p}: corrupt or truncated compressed file ({e})") from e
+            for span in plan_spans(read, f, cfg.text_format, cfg.doc_break_blank_lines, encoding=cfg.encoding):
+                units.append((p, f, h, replace(span, staged=str(read)) if read != p else span))
         return [FileUnit(p.absolute(), f, h, out / f".raw-{i:05d}.parquet", str(p), span)
-                for i, (p, f, h, span) in enumerate(spans)]
+                for i, (p, f, h, span) in enumerate(units)]
 
     def run_unit(self, unit: FileUnit) -> FileReport:
         return _ingest_file(unit, self.cfg)
@@ -282,6 +294,8 @@ class IngestStage(Stage[IngestConfig]):
     def publish(self, out: Path, reports: list[FileReport]) -> dict[str, Any]:
         cfg = self.cfg
         near = NearDuplicates(cfg.dedup_threshold, cfg.dedup_perms) if cfg.dedup_threshold is not None else None
+        for copy in out.glob(f"{STAGED_PREFIX}*"):  # the decompressed copies the units read
+            copy.unlink()
         counts = _dedupe_parts([out / f".raw-{i:05d}.parquet" for i in range(len(reports))], reports, out, cfg.dedupe, near)
         examples = counts.pop("near_duplicate_examples")
         reports = _per_file(reports)

@@ -156,7 +156,7 @@ def _decoded(path: Path, opts: ReadOptions, stats: ReadStats, span: Span = Span(
         return
     encoding = opts.encoding if codec_name(opts.encoding) != "utf-8" else "utf-8"
     offset, name, lineno = span.start, codec_name(encoding).upper().replace("_", "-"), span.first_line - 1
-    with open_binary(path) as f:
+    with open(span.staged, "rb") if span.staged else open_binary(path) as f:  # staged: the decompressed copy
         for raw, cont in _span_lines(f, span, limit):
             lineno += not cont
             if lineno == 1 and not cont and raw.startswith(codecs.BOM_UTF8) and encoding == "utf-8":
