@@ -94,6 +94,9 @@ def _cmd_bench_init(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench_scale(args: argparse.Namespace) -> None:
+    if args.compressed:
+        print(json.dumps(benchmark("compressed").bench_compressed(args.work, mb=args.mb, scale=args.scale, repeats=args.repeats)))
+        return
     bench_scale = benchmark("scale").bench_scale
 
     print(json.dumps(bench_scale(args.work, mb=args.mb, scale=args.scale, repeats=args.repeats)))
@@ -134,6 +137,8 @@ def add_commands(sub) -> None:
     p.add_argument("--mb", type=int, default=100, help="size of each single input file")
     p.add_argument("--scale", type=int, default=4, help="size of the larger inputs for the memory check, as a multiple")
     p.add_argument("--repeats", type=int, default=3, help="runs of each (stage, executor); the median is reported")
+    p.add_argument("--compressed", action="store_true", help="instead: whole `bertpipe ingest` commands on the inputs "
+                   "compressed as published (one bzip2 stream, .jsonl.gz, .jsonl.zst), 1 and 2 workers, local and Dask")
     p.set_defaults(func=_cmd_bench_scale)
     p = bsub.add_parser("dedup", help="near-duplicate removal (MinHash LSH) vs datasketch: documents per CPU-second, "
                         "recall and false removals against the exact Jaccard")
