@@ -9,10 +9,13 @@ with artifacts beside it (``mlartifacts/``); any tracking URI works through
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +27,45 @@ from bertpipe.core.settings import base_dir, default_tracking_uri  # noqa: F401 
 from bertpipe.tracking import tags
 
 
+_WAL: set[str] = set()  # SQLite stores this process has switched to write-ahead logging
+SQLITE_RETRIES = 8  # tries of one write to a SQLite store another process holds locked (backing off to ~13 s in all)
+
+
 def client_for(tracking_uri: str | None = None) -> MlflowClient:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    return MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        sqlite_wal(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def sqlite_wal(uri: str) -> None:
+    """Switch a SQLite store to write-ahead logging (once per process and file; the mode stays
+    in the file): readers (the MLflow UI, a report) no longer block writers, and concurrent
+    pipelines' writers wait for each other instead of failing at once. Local disks only: WAL
+    does not work on network file systems, which is where a shared store wants PostgreSQL."""
+    path = uri.removeprefix("sqlite:///")
+    if path in _WAL or path == ":memory:":
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:  # one process at a time creates or upgrades MLflow's tables
+        fcntl.flock(lock, fcntl.LOCK_EX)     # (four pipelines started at once on a new store collided there)
+        with closing(sqlite3.connect(path, timeout=60)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    _WAL.add(path)
+
+
+def retrying(write: Callable[[], Any]) -> Any:
+    """``write()``, again after a pause while SQLite reports its store locked by another writer."""
+    for attempt in range(SQLITE_RETRIES):
+        try:
+            return write()
+        except Exception as e:  # MlflowException wrapping sqlalchemy's OperationalError
+            if "database is locked" not in str(e) or attempt == SQLITE_RETRIES - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    return None
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_root: Path | None = None) -> str:
@@ -59,7 +98,7 @@ def start_run(client: MlflowClient, exp_id: str, name: str, run_tags: dict[str, 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
     items = [Param(k[:250], v[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i : i + 100])
+        retrying(lambda i=i: client.log_batch(run_id, params=items[i : i + 100]))
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any], step: int = 0) -> None:
@@ -68,7 +107,7 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, Any], step
     items = [Metric(k, float(v), now, step) for k, v in metrics.items()
              if isinstance(v, int | float) and not isinstance(v, bool) and v == v]
     for i in range(0, len(items), 500):
-        client.log_batch(run_id, metrics=items[i : i + 500])
+        retrying(lambda i=i: client.log_batch(run_id, metrics=items[i : i + 500]))
 
 
 def producer_of(client: MlflowClient, exp_ids: Iterable[str], fingerprint: str) -> str | None:
