@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_UI_URL := http://127.0.0.1:4200
 
-.PHONY: run test ui stop bench-data bench-train clean
+.PHONY: run test ui stop team team-stop bench-data bench-train clean
 
 $(STAMP): $(PYPROJECTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ ui: $(STAMP)
 
 stop:
 	scripts/services.sh stop
+
+# Prefect server + MLflow tracking server on PostgreSQL, for a team (scripts/team.sh: settings)
+team: $(STAMP)
+	scripts/team.sh start
+
+team-stop:
+	scripts/team.sh stop
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
