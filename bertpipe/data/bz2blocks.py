@@ -27,7 +27,7 @@ from pathlib import Path
 
 BLOCK_MAGIC = 0x314159265359
 END_MAGIC = 0x177245385090
-_SCAN = 1 << 20
+_SCAN = 1 << 18  # bytes searched per read: about one compressed block of text
 _MAX_MERGE = 3  # false block starts merged into one block before the data is declared corrupt
 
 
@@ -113,4 +113,8 @@ def blocks_from(path: Path, bit: int) -> Iterator[tuple[int, bytes]]:
             if data is None:
                 raise OSError(f"bzip2 data at bit {lo} (byte {lo // 8}) does not decompress: not a block start, or corrupt")
             yield lo, data
-            lo = next_magic(f, hi)
+            lo = hi if _is_block(f, hi) else next_magic(f, hi)  # the next block, or the next stream's first
+
+
+def _is_block(f, bit: int) -> bool:
+    return _bits(f, bit, bit + 48) == BLOCK_MAGIC
