@@ -47,15 +47,15 @@ def sqlite_wal(uri: str) -> None:
     path = uri.removeprefix("sqlite:///")
     if path in _WAL or path == ":memory:":
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "w") as lock:  # one process at a time creates or upgrades MLflow's tables
-        fcntl.flock(lock, fcntl.LOCK_EX)     # (four pipelines started at once on a new store collided there)
-        try:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.lock", "w") as lock:  # one process at a time creates or upgrades MLflow's tables
+            fcntl.flock(lock, fcntl.LOCK_EX)     # (four pipelines started at once on a new store collided there)
             with closing(sqlite3.connect(path, timeout=60)) as db:
                 db.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError:  # a read-only copy: read it as it is
-            pass
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except (OSError, sqlite3.OperationalError):  # a read-only folder or copy: read the store as it is
+        pass
     _WAL.add(path)
 
 
