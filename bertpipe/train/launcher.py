@@ -79,7 +79,11 @@ def torchrun(cfg: PretrainConfig, shards: Path, phase2: Path | None, run_dir: Pa
                                + f": {_errors(output)}\n... the end of its output:\n{output[-4000:]}")
         log.warning("torchrun exited with %d (a worker failed: %s); restart %d of %d resumes from the newest checkpoint",
                     code, _errors(output), attempt + 1, cfg.max_restarts)
-    if cfg.nnodes > 1 and (run_dir / LEAD).read_text() != launch:
+    try:  # gone: the node running rank 0 already published (renamed) the run directory
+        lead = (run_dir / LEAD).read_text()
+    except FileNotFoundError:
+        lead = None
+    if cfg.nnodes > 1 and lead != launch:
         raise FollowerNode(f"this node's {cfg.devices} process(es) finished; the node running rank 0 publishes the output")
     records = follow.records
     start = next(r for r in reversed(records) if r.get("event") == "start")
