@@ -9,12 +9,12 @@ ROOT=$(pwd)
 BIN=$ROOT/.venv/bin
 STATE=$ROOT/.bertpipe
 mkdir -p "$STATE"
+source "$ROOT/scripts/lib.sh"
 export PREFECT_HOME=$ROOT/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
 export PREFECT_API_URL=${PREFECT_API_URL:-http://127.0.0.1:4200/api}
 export PREFECT_UI_URL=${PREFECT_UI_URL:-http://127.0.0.1:4200}
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 
-alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 
 wait_for() {  # url, seconds
   for _ in $(seq "$2"); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 1; done
@@ -53,16 +53,7 @@ ui() {
 }
 
 stop() {
-  for name in serve mlflow-ui prefect-server; do
-    if alive "$name"; then
-      pid=$(cat "$STATE/$name.pid")
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-      for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -KILL -- "-$pid" 2>/dev/null || true
-      echo "stopped $name"
-    fi
-    rm -f "$STATE/$name.pid"
-  done
+  stop_named serve mlflow-ui prefect-server
 }
 
 status() {

@@ -16,6 +16,7 @@ ROOT=$(pwd)
 BIN=$ROOT/.venv/bin
 STATE=$ROOT/.bertpipe
 mkdir -p "$STATE"
+source "$ROOT/scripts/lib.sh"
 HOST=${BERTPIPE_HOST:-127.0.0.1}
 ART=${BERTPIPE_ARTIFACTS:-$ROOT/mlartifacts}
 PGDATA=$STATE/postgres
@@ -24,7 +25,6 @@ PG=${BERTPIPE_PG:-postgresql://postgres@127.0.0.1:$GP}
 export PREFECT_HOME=$ROOT/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 
-alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
 wait_for() { for _ in $(seq "$2"); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 1; done; echo "timed out: $1" >&2; return 1; }
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }  # postgres refuses root
@@ -67,16 +67,7 @@ start() {
 }
 
 stop() {
-  for name in team-mlflow team-prefect; do
-    if alive "$name"; then
-      pid=$(cat "$STATE/$name.pid")
-      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-      for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -KILL -- "-$pid" 2>/dev/null || true
-      echo "stopped $name"
-    fi
-    rm -f "$STATE/$name.pid"
-  done
+  stop_named team-mlflow team-prefect
   if [ -z "${BERTPIPE_PG:-}" ] && [ -d "$PGDATA" ]; then
     as_pg "$(pg_bin)/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 && echo "stopped PostgreSQL" || true
   fi
