@@ -8,6 +8,12 @@ the others, and a finished sweep re-run recomputes nothing. The last task builds
 from MLflow alone (``bertpipe.experiments.report``), logs it on the sweep's run and
 publishes it as a Prefect markdown artifact.
 
+Runs go one after another in this process, or, given a ``deployment``, as flow runs of a
+``pretrain`` deployment, up to ``max_parallel`` at once: on a work pool, each worker bound to
+its device trains one (README, "Sweeps on several workers"). Runs that reach a shared stage
+at the same moment wait for its one build (``bertpipe.core.stagedir.build_lock``); the report
+orders runs by the sweep's variants and seeds, so it does not depend on which finished first.
+
 Run a named sweep without a server: ``python -m flows.sweep masking-rate`` (or through the
 served deployment: ``prefect deployment run sweep/masking-rate``).
 """
@@ -16,18 +22,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import get_run_context
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelling
 
 from bertpipe import tracking
-from bertpipe.core.config import validate_config
+from bertpipe.core.config import ConfigError, validate_config
 from bertpipe.core.keys import deep_merge
 from bertpipe.experiments.report import sweep_markdown
-from bertpipe.experiments.sweep import SweepSpec, load_sweep, sweep_params, sweep_tags, validate, variant_tags
+from bertpipe.experiments.sweep import SweepRun, SweepSpec, load_sweep, sweep_params, sweep_tags, validate, variant_tags
+from bertpipe.tracking.sweeps import sweep_run_ids
 from flows.pretrain import pretrain_flow
 
 
@@ -39,34 +50,90 @@ def report_task(tracking_uri: str, experiment: str, sweep_run: str, out_dir: str
 
 
 @flow(name="sweep", log_prints=True, validate_parameters=False)  # the library validates, naming each bad key's path
-def sweep_flow(spec: SweepSpec, name: str = "custom", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def sweep_flow(spec: SweepSpec, name: str = "custom", overrides: dict[str, Any] | None = None,
+               max_parallel: int = 1, deployment: str | None = None) -> dict[str, Any]:
     """Train every variant of ``spec`` over its seeds and report (a deployment's default is a
     shipped sweep; its variants, seeds and shared overrides are on the run form).
 
     ``overrides``: JSON deep-merged into the sweep's shared overrides (e.g. fewer steps).
+    ``deployment``: run each (variant, seed) as a flow run of this ``pretrain`` deployment (any
+    of them: the run gets its whole config), so that a work pool's workers train them
+    (``deployments/serve.py --pool``) or the serve process of ``make run`` does; unset: subflows
+    in this process, one after another. ``max_parallel``: runs in flight at once (with a
+    deployment). A failed run fails the sweep, with its own message, once the others finish.
     """
     spec = validate_config(SweepSpec, spec, source=f"sweep {name}")
     if overrides:
         spec = spec.model_copy(update={"overrides": deep_merge(spec.overrides, overrides)})
+    if max_parallel < 1 or (max_parallel > 1 and not deployment):
+        raise ConfigError(f"sweep {name}: max_parallel={max_parallel} needs a positive value and, above 1, a "
+                          "`deployment` to submit the runs to (e.g. 'pretrain/tiny': served by `make run`, or on a work "
+                          "pool by `deployments/serve.py --pool`)")
     runs = validate(spec, name)  # every variant's config is checked before anything trains
     cfg = runs[0].config
     flow_run = get_run_context().flow_run
     run = tracking.PipelineRun(cfg.tracking_uri or tracking.default_tracking_uri(), spec.experiment,
                                f"sweep {name} {flow_run.name}", tracking.prefect_tags(str(flow_run.id)) | sweep_tags(name),
                                sweep_params(name, spec))
+    order = {v.name(): i for i, v in enumerate(spec.expand())}
+    tags_of = {(r.variant.name(), r.seed): variant_tags(name, r.variant, r.seed, order[r.variant.name()])
+               | tracking.preset_tags(spec.preset) for r in runs}
     ok = False
     try:
-        ids = []
-        for r in runs:
-            res = pretrain_flow(r.config, parent_run_id=run.run_id,
-                                tags=variant_tags(name, r.variant, r.seed) | tracking.preset_tags(spec.preset))
-            ids.append(res["mlflow_run_id"])
-            get_run_logger().info("variant %r seed %d -> MLflow run %s", r.variant.name(), r.seed, res["mlflow_run_id"])
+        if deployment:
+            failed = on_deployment(deployment, runs, run.run_id, run.uri, tags_of, max_parallel, name)
+        else:
+            failed = []
+            for r in runs:
+                try:
+                    res = pretrain_flow(r.config, parent_run_id=run.run_id, tags=tags_of[(r.variant.name(), r.seed)])
+                    get_run_logger().info("variant %r seed %d -> MLflow run %s", r.variant.name(), r.seed, res["mlflow_run_id"])
+                except Exception as e:  # noqa: BLE001 - the others still run; the sweep fails at the end
+                    failed.append(f"variant {r.variant.name()!r} seed {r.seed}: {type(e).__name__}: {e}")
+        if failed:
+            raise RuntimeError(f"sweep {name}: {len(failed)} of {len(runs)} runs failed (a re-run reuses the "
+                               "others):\n" + "\n".join(failed))
         md = report_task(run.uri, spec.experiment, run.run_id, str(cfg.work_path() / "sweeps" / run.run_id), spec.paper)
         ok = True
-        return {"mlflow_run_id": run.run_id, "runs": ids, "report": md}
+        return {"mlflow_run_id": run.run_id, "runs": sweep_run_ids(tracking.client_for(run.uri), spec.experiment, run.run_id), "report": md}
     finally:
         run.finish(ok)
+
+
+def on_deployment(deployment: str, runs: list[SweepRun], parent: str, uri: str, tags_of: dict, max_parallel: int,
+                  name: str, poll: float = 2.0) -> list[str]:
+    """Submit each run as a flow run of ``deployment`` (at most ``max_parallel`` in flight, linked
+    as subflows of this one) and wait for all; the failures, each with its flow run's message.
+    If this flow stops first, the runs still in flight are cancelled."""
+    log, failed, inflight = get_run_logger(), [], {}
+    pending = list(runs)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            raise ConfigError(f"sweep {name}: no deployment {deployment!r} (`prefect deployment ls` lists them)") from None
+        try:
+            while pending or inflight:
+                while pending and len(inflight) < max_parallel:
+                    r = pending.pop(0)
+                    config = r.config.model_dump(mode="json") | {"tracking_uri": uri}  # one store for parent and runs
+                    fr = run_deployment(deployment, parameters={"config": config, "parent_run_id": parent,
+                                                                "tags": tags_of[(r.variant.name(), r.seed)]},
+                                        flow_run_name=f"{name} {r.variant.name()} seed {r.seed}", timeout=0)
+                    inflight[fr.id] = (r, fr.name)
+                    log.info("variant %r seed %d -> flow run %s of %s", r.variant.name(), r.seed, fr.name, deployment)
+                time.sleep(poll)
+                for fid in list(inflight):
+                    state = client.read_flow_run(fid).state
+                    if state is not None and state.is_final():
+                        r, run_name = inflight.pop(fid)
+                        if not state.is_completed():
+                            failed.append(f"variant {r.variant.name()!r} seed {r.seed} (flow run {run_name}): "
+                                          f"{state.name}: {state.message}")
+        finally:
+            for fid in inflight:  # only when this flow itself stopped early
+                client.set_flow_run_state(fid, Cancelling(message="the sweep that submitted it stopped"), force=True)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,8 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("sweep", choices=sweep_names())
     p.add_argument("--overrides", type=json.loads, default=None, help="JSON merged into the sweep's overrides")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=None, help="e.g. 1,2,3")
+    p.add_argument("--deployment", help="submit each run to this pretrain deployment (needs a Prefect server)")
+    p.add_argument("--max-parallel", type=int, default=1, help="runs in flight at once (with --deployment)")
     a = p.parse_args(argv)
-    out = sweep_flow(load_sweep(a.sweep, seeds=a.seeds), a.sweep, a.overrides)
+    out = sweep_flow(load_sweep(a.sweep, seeds=a.seeds), a.sweep, a.overrides, a.max_parallel, a.deployment)
     print(out["report"])
 
 

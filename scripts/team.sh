@@ -10,6 +10,8 @@
 #   BERTPIPE_HOST       the address both servers listen on (default 127.0.0.1; another machine's
 #                       workers need a reachable one, behind your firewall or VPN)
 #   BERTPIPE_PREFECT_PORT, BERTPIPE_MLFLOW_PORT, BERTPIPE_PG_PORT   4200, 5000 and 5433
+#   BERTPIPE_POOL       the work pool the pretrain deployments go to (default bertpipe); the sweeps
+#                       and finetune are served by this machine (deployments/serve.py --pool)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -22,6 +24,7 @@ ART=${BERTPIPE_ARTIFACTS:-$ROOT/mlartifacts}
 PGDATA=$STATE/postgres
 PP=${BERTPIPE_PREFECT_PORT:-4200} MP=${BERTPIPE_MLFLOW_PORT:-5000} GP=${BERTPIPE_PG_PORT:-5433}
 PG=${BERTPIPE_PG:-postgresql://postgres@127.0.0.1:$GP}
+POOL=${BERTPIPE_POOL:-bertpipe}
 export PREFECT_HOME=$ROOT/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 
@@ -61,20 +64,28 @@ start() {
     echo $! >"$STATE/team-mlflow.pid"
     wait_for "http://$HOST:$MP/health" 120
   fi
+  if alive team-serve; then echo "deployments already served"; else
+    PREFECT_API_URL=http://$HOST:$PP/api MLFLOW_TRACKING_URI=http://$HOST:$MP \
+      setsid "$BIN/python" deployments/serve.py --pool "$POOL" >"$STATE/team-serve.log" 2>&1 &
+    echo $! >"$STATE/team-serve.pid"
+    for _ in $(seq 120); do grep -q "on work pool" "$STATE/team-serve.log" && break; sleep 1; done
+  fi
   echo "Prefect server: http://$HOST:$PP (store: $PG/prefect)"
   echo "MLflow server:  http://$HOST:$MP (store: $PG/mlflow, artifacts: $ART)"
+  grep -h "on work pool" "$STATE/team-serve.log" || echo "deployments: not declared yet, see $STATE/team-serve.log"
   echo "on every machine: export PREFECT_API_URL=http://$HOST:$PP/api MLFLOW_TRACKING_URI=http://$HOST:$MP"
+  echo "then one worker per device: CUDA_VISIBLE_DEVICES=N .venv/bin/prefect worker start --pool $POOL --limit 1 --name gpuN"
 }
 
 stop() {
-  stop_named team-mlflow team-prefect
+  stop_named team-serve team-mlflow team-prefect
   if [ -z "${BERTPIPE_PG:-}" ] && [ -d "$PGDATA" ]; then
     as_pg "$(pg_bin)/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 && echo "stopped PostgreSQL" || true
   fi
 }
 
 status() {
-  for name in team-prefect team-mlflow; do
+  for name in team-prefect team-mlflow team-serve; do
     if alive "$name"; then echo "$name: running (pid $(cat "$STATE/$name.pid"))"; else echo "$name: stopped"; fi
   done
 }

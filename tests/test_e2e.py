@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,48 +16,7 @@ import pytest
 
 from bertpipe.pipeline import load_pipeline_config
 from tests.conftest import ROOT, SAMPLE
-
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check, seconds: float, what: str) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def call(url: str, body: dict | None = None) -> dict:
-    """GET (or POST ``body``) a Prefect API endpoint; the JSON reply."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as reply:
-        return json.loads(reply.read())
-
-
-def healthy(url: str) -> bool:
-    try:
-        return urllib.request.urlopen(url, timeout=2).status == 200
-    except OSError:
-        return False
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+from benchmarks.services import BIN, call, free_port, healthy, stop, wait_until
 
 
 @pytest.mark.slow

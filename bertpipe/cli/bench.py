@@ -114,6 +114,12 @@ def _cmd_bench_wiki(args: argparse.Namespace) -> None:
     bench_wiki(args.dump, args.work, processes=args.processes, repeats=args.repeats)  # prints its table and JSON
 
 
+def _cmd_bench_sweep(args: argparse.Namespace) -> None:
+    bench_sweep = benchmark("sweep").bench_sweep
+
+    print(json.dumps(bench_sweep(args.work, steps=args.steps, seeds=args.seeds)))
+
+
 def _cmd_bench_data(args: argparse.Namespace) -> None:
     bench_data = benchmark("data").bench_data
 
@@ -149,6 +155,12 @@ def add_commands(sub) -> None:
     p.add_argument("--words", type=int, default=300, help="words per document")
     p.add_argument("--docs", type=int, default=2000, help="original documents (each also gets an edited copy)")
     p.set_defaults(func=_cmd_bench_dedup)
+    p = bsub.add_parser("sweep", help="a 2-variant sweep's whole command: one run after another vs max_parallel 2 on "
+                        "two Prefect workers (one thread each)")
+    p.add_argument("--work", type=Path, default=Path("cache/bench-sweep"), help="servers' homes, stores and outputs (wiped)")
+    p.add_argument("--steps", type=int, default=300, help="pretraining steps of each run (tiny preset)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="seeds per variant")
+    p.set_defaults(func=_cmd_bench_sweep)
     p = bsub.add_parser("wiki", help="MediaWiki ingest vs WikiExtractor on one dump: CPU-s, residue, words kept")
     p.add_argument("dump", type=Path, help="MediaWiki XML dump (benchmarks.wikidump writes one from real text)")
     p.add_argument("--work", type=Path, default=Path("cache/bench-wiki"), help="where both outputs go")

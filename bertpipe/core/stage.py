@@ -30,6 +30,7 @@ from tqdm import tqdm
 from bertpipe.core.fingerprint import fingerprint
 from bertpipe.core.stagedir import (
     MANIFEST,
+    build_lock,
     is_complete,
     publish_latest,
     read_manifest,
@@ -112,7 +113,8 @@ class Stage(ABC, Generic[C]):
 
 def run_stage(stage: Stage, root: str | Path, *, map_units: MapUnits | None = None, progress: bool = False,
               on_unit: Callable[[int, int], None] | None = None) -> StageResult:
-    """Run ``stage`` into ``root/<fingerprint>/``, or return the complete output already there.
+    """Run ``stage`` into ``root/<fingerprint>/``, or return the complete output already there
+    (also when a concurrent builder of it, in another process or thread, finishes while we wait).
 
     ``progress`` shows a bar of units done on the terminal; ``on_unit(done, total)`` is called
     as each unit's report comes back (e.g. a Prefect progress artifact)."""
@@ -120,19 +122,22 @@ def run_stage(stage: Stage, root: str | Path, *, map_units: MapUnits | None = No
     final = root / fp
     if is_complete(final):
         return StageResult(stage=stage.name, fingerprint=fp, path=final, manifest=read_manifest(final), cached=True)
-    remove_debris(final)
-    with stage_dir(final, work=stage.work_dir(final)) as tmp:
-        units = stage.plan(tmp)
-        mapper = map_units or (lambda fn, items: pool_map(fn, items, stage.workers))
-        reports = []
-        for report in tqdm(mapper(stage.run_unit, units), total=len(units), desc=stage.name, unit="unit",
-                           disable=not progress or len(units) < 2):
-            reports.append(report)
-            if on_unit is not None:
-                on_unit(len(reports), len(units))
-        manifest = {"stage": stage.name, "version": stage.version, "fingerprint": fp, **stage.publish(tmp, reports)}
-        write_json_atomic(tmp / MANIFEST, manifest)
-    publish_latest(root, fp)
+    with build_lock(final):  # a concurrent builder of the same output finishes first; we then reuse it
+        if is_complete(final):
+            return StageResult(stage=stage.name, fingerprint=fp, path=final, manifest=read_manifest(final), cached=True)
+        remove_debris(final)
+        with stage_dir(final, work=stage.work_dir(final)) as tmp:
+            units = stage.plan(tmp)
+            mapper = map_units or (lambda fn, items: pool_map(fn, items, stage.workers))
+            reports = []
+            for report in tqdm(mapper(stage.run_unit, units), total=len(units), desc=stage.name, unit="unit",
+                               disable=not progress or len(units) < 2):
+                reports.append(report)
+                if on_unit is not None:
+                    on_unit(len(reports), len(units))
+            manifest = {"stage": stage.name, "version": stage.version, "fingerprint": fp, **stage.publish(tmp, reports)}
+            write_json_atomic(tmp / MANIFEST, manifest)
+        publish_latest(root, fp)
     return StageResult(stage=stage.name, fingerprint=fp, path=final, manifest=manifest, cached=False)
 
 

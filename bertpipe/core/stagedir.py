@@ -9,11 +9,18 @@ discards its copy. The temporary name records host and pid, so the next build of
 output removes what a killed build left (``remove_debris``). Directories get the umask's
 permissions (group-readable by default), so a team can share a cache. The same helper writes checkpoints, which instead replace an older copy.
 ``ROOT/latest`` names the newest output, so the command line chains stages by root.
+
+``build_lock`` makes concurrent builders of one fingerprint (the runs of a parallel sweep
+reaching a shared stage at the same moment) explicit and cheap: the first builds, the others
+block on an advisory file lock (``flock``: per open file, so it also separates threads; on
+Linux NFS it maps to POSIX locks) and then find the output complete.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -119,6 +126,27 @@ def stage_dir(final: Path, work: Path | None = None) -> Iterator[Path]:
             shutil.rmtree(final)  # an incomplete leftover under the final name (written by older versions)
 
 
+@contextmanager
+def build_lock(final: Path) -> Iterator[bool]:
+    """Hold the build lock of ``final`` (``.<name>.lock`` beside it) for the block; yields
+    whether another builder held it first (the caller then re-checks ``is_complete``). The
+    lock file is left in place: removing it would race with the next waiter."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "a") as f:
+        waited = False
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waited = True
+            _log.info("waiting for another build of %s", final)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield waited
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+_log = logging.getLogger(__name__)
 _HOST = socket.gethostname().replace("-", "_")
 
 

@@ -9,9 +9,9 @@ at once, like the paper's "LTR & No NSP"). Every variant is trained once per see
 Dotted keys address the pipeline config (``pretrain.masking.masked_lm_prob``); keys under
 ``finetune.`` apply to every downstream task's fine-tuning config (``finetune.pooling``),
 so fine-tuning choices sweep over one cached pretraining; in ``overrides`` they apply to
-every variant (``"finetune.precision": "bf16"``). Trade-off: variants run one after
-another (a 2-core machine gains nothing from running them side by side; on a GPU cluster
-the Prefect task runner parallelizes the stages inside each).
+every variant (``"finetune.precision": "bf16"``). The ``sweep`` flow runs the (variant, seed)
+runs one after another, or several at once as runs of a ``pretrain`` deployment
+(``flows.sweep``).
 """
 
 from __future__ import annotations
@@ -145,10 +145,12 @@ def sweep_params(name: str, spec: SweepSpec) -> dict[str, str]:
             "variants": json.dumps([v.model_dump() for v in spec.expand()])[:6000]}
 
 
-def variant_tags(spec_name: str, variant: Variant, seed: int) -> dict[str, str]:
-    """MLflow tags that let the report regroup runs: sweep, variant label and changes, seed."""
+def variant_tags(spec_name: str, variant: Variant, seed: int, order: int | None = None) -> dict[str, str]:
+    """MLflow tags that let the report regroup runs: sweep, variant label and changes, seed, and
+    the variant's place in the sweep (``order``), by which reports list runs whatever finished first."""
     return {tags.SWEEP_NAME: spec_name, tags.VARIANT: variant.name(),
-            tags.VARIANT_CHANGES: json.dumps(variant.changes, sort_keys=True), tags.SEED: str(seed)}
+            tags.VARIANT_CHANGES: json.dumps(variant.changes, sort_keys=True), tags.SEED: str(seed)} | (
+        {} if order is None else {tags.VARIANT_ORDER: str(order)})
 
 
 def _short(v: Any) -> str:

@@ -23,6 +23,7 @@ SWEEP = "bertpipe.sweep"  # "true" on a sweep's own run
 SWEEP_NAME = "bertpipe.sweep_name"
 VARIANT = "bertpipe.variant"
 VARIANT_CHANGES = "bertpipe.variant_changes"
+VARIANT_ORDER = "bertpipe.variant_order"  # the variant's place in the sweep: reports list runs in that order
 SEED = "bertpipe.seed"
 
 FLOW_RUN_ID = "prefect.flow_run_id"

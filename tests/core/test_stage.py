@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,27 @@ def test_any_mapper_gives_the_same_output(files, tmp_path):
 def test_a_failing_unit_publishes_nothing(files, tmp_path):
     with pytest.raises(ValueError, match="b.txt: unreadable"):
         run_stage(CountStage(CountConfig(), files, fail_on="b.txt"), tmp_path / "root")
-    assert list((tmp_path / "root").iterdir()) == []
+    assert [p.name for p in (tmp_path / "root").iterdir() if not p.name.endswith(".lock")] == []
+
+
+class SlowCountStage(CountStage):
+    """CountStage whose units take a while and are recorded, to catch duplicate builds."""
+
+    calls: list[str] = []
+
+    def run_unit(self, unit: tuple[int, Path]) -> dict[str, Any]:
+        SlowCountStage.calls.append(unit[1].name)
+        time.sleep(0.2)
+        return super().run_unit(unit)
+
+
+def test_concurrent_builders_of_one_output_build_it_once(files, tmp_path):
+    SlowCountStage.calls = []
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: run_stage(SlowCountStage(CountConfig(), files), tmp_path / "root"), range(3)))
+    assert sorted(SlowCountStage.calls) == ["a.txt", "b.txt", "c.txt"]  # each unit ran once, not once per builder
+    assert sorted(r.cached for r in results) == [False, True, True]
+    assert len({r.path for r in results}) == 1 and all(r.manifest == results[0].manifest for r in results)
 
 
 def test_a_runner_refuses_an_output_it_did_not_predict(files, tmp_path):

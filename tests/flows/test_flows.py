@@ -261,6 +261,28 @@ def test_sweep_reports_from_mlflow_and_a_rerun_recomputes_nothing(harness, tmp_p
     assert table == summary
 
 
+def test_a_failed_run_fails_the_sweep_with_its_message_after_the_others_finish(harness, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from bertpipe.core.config import ConfigError
+    from bertpipe.experiments.sweep import Variant
+    from flows.sweep import sweep_flow
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{not json\n')
+    ov = overrides(tmp_path, steps=2)
+    spec = load_sweep("fusion", seeds=[1], grid={}, experiment="failing", preset="tiny",
+                      variants=[Variant(label="bad corpus", changes={"corpus": [str(bad)], "ingest.on_bad_file": "error"}),
+                                Variant(label="good")])
+    with pytest.raises(RuntimeError, match=r"(?s)1 of 2 runs failed.*variant 'bad corpus' seed 1: .*bad.jsonl"):
+        sweep_flow(spec, "failing", ov)
+    client = MlflowClient(ov["tracking_uri"])
+    done = client.search_runs([client.get_experiment_by_name("failing").experiment_id], "tags.`bertpipe.stage` = 'pretrain'")
+    assert len(done) == 1 and done[0].info.status == "FINISHED"  # the good variant trained after the bad one failed
+    with pytest.raises(ConfigError, match="max_parallel=2 needs .* a `deployment`"):
+        sweep_flow(spec, "failing", ov, max_parallel=2)
+
+
 def test_data_stage_units_spread_over_a_dask_cluster_with_the_local_pools_bytes(harness, tmp_path):
     from distributed import Client, LocalCluster, get_task_stream
     from prefect_dask import DaskTaskRunner
