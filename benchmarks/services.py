@@ -60,6 +60,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 def prefect_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
     """The environment of a private Prefect server on ``port`` (its own home and database)."""
+    (tmp_path / "prefect").mkdir(parents=True, exist_ok=True)
     return {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
             "PREFECT_UI_URL": f"http://127.0.0.1:{port}", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true", **extra}

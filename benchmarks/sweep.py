@@ -16,7 +16,9 @@ Each sweep gets its own work directory and MLflow store, so every one builds eve
 on the bundled sample corpus with ``--steps``. Checked: the parallel sweep ran on both workers
 at overlapping times, each shared data stage was built once, and its report tables equal the
 one-thread sequential run's. CPU seconds are not given (the work runs in worker
-subprocesses); the 1-minute load before each run is. A benchmark, not a test: check the load.
+subprocesses); the 1-minute load before each run is. Served deployments and workers poll for
+runs every 2 s and the CLI watches every second (Prefect's defaults, 10 s and 5 s, add the same
+few seconds of latency to every command). A benchmark, not a test: check the load.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def run_sweep(env: dict[str, str], params: dict[str, Any]) -> float:
     """``prefect deployment run sweep/fusion --watch`` with ``params``; its wall seconds."""
     t0 = time.perf_counter()
     run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "sweep/fusion", "--params", json.dumps(params),
-                          "--watch", "--watch-timeout", "3000"], env=env, cwd=ROOT, capture_output=True, text=True,
+                          "--watch", "--watch-interval", "1", "--watch-timeout", "3000"], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=3100)
     seconds = time.perf_counter() - t0
     if run.returncode != 0 or "Completed" not in run.stdout:
@@ -122,7 +124,7 @@ def _load() -> float:
 
 def bench_sweep(work: str | Path, steps: int = 300, seeds: list[int] | None = None) -> dict[str, Any]:
     """Time the three sweeps (module docstring) and check the parallel one; returns the figures."""
-    work = Path(work)
+    work = Path(work).absolute()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     seeds = seeds or [1, 2]
@@ -131,7 +133,9 @@ def bench_sweep(work: str | Path, steps: int = 300, seeds: list[int] | None = No
     runs: list[dict[str, Any]] = []
     for threads, workers, labels in ((2, 0, ["sequential-2t"]), (1, 2, ["sequential-1t", "parallel"])):
         port = free_port()  # a fresh server each time: its deployments are served by this set-up's processes
-        env = prefect_env(work / f"prefect-{threads}t", port, PREFECT_WORKER_QUERY_SECONDS="2")
+        # runs are picked up within 2 s (Prefect's defaults: 10 s for served deployments, 10 s for workers)
+        env = prefect_env(work / f"prefect-{threads}t", port, PREFECT_WORKER_QUERY_SECONDS="2",
+                          PREFECT_RUNNER_POLL_FREQUENCY="2")
         with processes(work / f"services-{threads}t.log", env, ROOT) as start:
             start_prefect_server(start, port)
             start_team(start, env, workers=workers, threads=threads)

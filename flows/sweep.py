@@ -9,10 +9,8 @@ from MLflow alone (``bertpipe.experiments.report``), logs it on the sweep's run 
 publishes it as a Prefect markdown artifact.
 
 Runs go one after another in this process, or, given a ``deployment``, as flow runs of a
-``pretrain`` deployment, up to ``max_parallel`` at once: on a work pool, each worker bound to
-its device trains one (README, "Sweeps on several workers"). Runs that reach a shared stage
-at the same moment wait for its one build (``bertpipe.core.stagedir.build_lock``); the report
-orders runs by the sweep's variants and seeds, so it does not depend on which finished first.
+``pretrain`` deployment, up to ``max_parallel`` at once, e.g. on a work pool's workers (README,
+"Sweeps on several workers"); runs reaching a shared stage at once wait for its one build.
 
 Run a named sweep without a server: ``python -m flows.sweep masking-rate`` (or through the
 served deployment: ``prefect deployment run sweep/masking-rate``).
@@ -37,7 +35,8 @@ from bertpipe import tracking
 from bertpipe.core.config import ConfigError, validate_config
 from bertpipe.core.keys import deep_merge
 from bertpipe.experiments.report import sweep_markdown
-from bertpipe.experiments.sweep import SweepRun, SweepSpec, load_sweep, sweep_params, sweep_tags, validate, variant_tags
+from bertpipe.experiments.sweep import (SweepRun, SweepSpec, check_parallel, load_sweep, sweep_params, sweep_tags, validate,
+                                        variant_tags)
 from bertpipe.tracking.sweeps import sweep_run_ids
 from flows.pretrain import pretrain_flow
 
@@ -56,19 +55,16 @@ def sweep_flow(spec: SweepSpec, name: str = "custom", overrides: dict[str, Any] 
     shipped sweep; its variants, seeds and shared overrides are on the run form).
 
     ``overrides``: JSON deep-merged into the sweep's shared overrides (e.g. fewer steps).
-    ``deployment``: run each (variant, seed) as a flow run of this ``pretrain`` deployment (any
-    of them: the run gets its whole config), so that a work pool's workers train them
-    (``deployments/serve.py --pool``) or the serve process of ``make run`` does; unset: subflows
-    in this process, one after another. ``max_parallel``: runs in flight at once (with a
-    deployment). A failed run fails the sweep, with its own message, once the others finish.
+    ``deployment``: run each (variant, seed) as a flow run of this ``pretrain`` deployment (any:
+    each run gets its whole config), trained by a work pool's workers (``deployments/serve.py
+    --pool``) or ``make run``'s serve process; unset: subflows here, one after another.
+    ``max_parallel``: runs in flight at once (with a deployment). A failed run fails the sweep,
+    with its own message, once the others finish.
     """
     spec = validate_config(SweepSpec, spec, source=f"sweep {name}")
     if overrides:
         spec = spec.model_copy(update={"overrides": deep_merge(spec.overrides, overrides)})
-    if max_parallel < 1 or (max_parallel > 1 and not deployment):
-        raise ConfigError(f"sweep {name}: max_parallel={max_parallel} needs a positive value and, above 1, a "
-                          "`deployment` to submit the runs to (e.g. 'pretrain/tiny': served by `make run`, or on a work "
-                          "pool by `deployments/serve.py --pool`)")
+    check_parallel(name, max_parallel, deployment)
     runs = validate(spec, name)  # every variant's config is checked before anything trains
     cfg = runs[0].config
     flow_run = get_run_context().flow_run
@@ -86,8 +82,7 @@ def sweep_flow(spec: SweepSpec, name: str = "custom", overrides: dict[str, Any] 
             failed = []
             for r in runs:
                 try:
-                    res = pretrain_flow(r.config, parent_run_id=run.run_id, tags=tags_of[(r.variant.name(), r.seed)])
-                    get_run_logger().info("variant %r seed %d -> MLflow run %s", r.variant.name(), r.seed, res["mlflow_run_id"])
+                    pretrain_flow(r.config, parent_run_id=run.run_id, tags=tags_of[(r.variant.name(), r.seed)])
                 except Exception as e:  # noqa: BLE001 - the others still run; the sweep fails at the end
                     failed.append(f"variant {r.variant.name()!r} seed {r.seed}: {type(e).__name__}: {e}")
         if failed:
@@ -105,8 +100,7 @@ def on_deployment(deployment: str, runs: list[SweepRun], parent: str, uri: str, 
     """Submit each run as a flow run of ``deployment`` (at most ``max_parallel`` in flight, linked
     as subflows of this one) and wait for all; the failures, each with its flow run's message.
     If this flow stops first, the runs still in flight are cancelled."""
-    log, failed, inflight = get_run_logger(), [], {}
-    pending = list(runs)
+    log, failed, inflight, pending = get_run_logger(), [], {}, list(runs)
     with get_client(sync_client=True) as client:
         try:
             client.read_deployment_by_name(deployment)

@@ -133,6 +133,14 @@ def validate(spec: SweepSpec, name: str = "custom") -> list[SweepRun]:
     return runs
 
 
+def check_parallel(name: str, max_parallel: int, deployment: str | None) -> None:
+    """Refuse ``max_parallel`` below 1, or above 1 without a deployment to submit the runs to."""
+    if max_parallel < 1 or (max_parallel > 1 and not deployment):
+        raise ConfigError(f"sweep {name}: max_parallel={max_parallel} needs a positive value and, above 1, a "
+                          "`deployment` to submit the runs to (e.g. 'pretrain/tiny': served by `make run`, or on a work "
+                          "pool by `deployments/serve.py --pool`)")
+
+
 def sweep_tags(name: str) -> dict[str, str]:
     """MLflow tags of a sweep's own run, by which reports find it."""
     return {tags.SWEEP: "true", tags.SWEEP_NAME: name}

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from bertpipe.core.fingerprint import hash_file
 from bertpipe.core.stage import StageResult
 from bertpipe.tracking import tags
+from bertpipe.tracking.runs import RACED_INSERT, retrying
 
 LIBRARIES = ("bertpipe", "torch", "tokenizers", "transformers", "prefect", "mlflow", "pyarrow", "numpy")
 _INPUT_NAMES = {"ingest": "documents", "wordpiece": "vocabulary", "shards": "shards"}
@@ -73,6 +74,6 @@ def files_dataset(name: str, files: list[str], source: list[str] | None = None) 
 
 
 def log_datasets(client: MlflowClient, run_id: str, datasets: list[Dataset], context: str = "training") -> None:
-    if datasets:
-        client.log_inputs(run_id, [DatasetInput(d, tags=[InputTag(key="mlflow.data.context", value=context)])
-                                   for d in datasets])
+    if datasets:  # concurrent runs may log the same dataset at once: the loser's retry links the winner's row
+        inputs = [DatasetInput(d, tags=[InputTag(key="mlflow.data.context", value=context)]) for d in datasets]
+        retrying(lambda: client.log_inputs(run_id, inputs), transient=RACED_INSERT)

@@ -25,6 +25,7 @@ from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
 from bertpipe.model.hf import load_config
 from bertpipe.tracking import tags
+from bertpipe.tracking.runs import RACED_INSERT, retrying
 
 _FLUENT = threading.Lock()  # MLflow's model logging goes through its process-wide tracking URI
 
@@ -54,8 +55,9 @@ def log_encoder(tracking_uri: str, run_id: str, checkpoint: Path, experiment: st
             info = mlflow.pyfunc.log_model(name="encoder", python_model=str(Path(__file__).with_name("encoder_model.py")),
                                            artifacts={"checkpoint": str(checkpoint)}, input_example=example,
                                            signature=signature, pip_requirements=requirements)
-        version = mlflow.register_model(info.model_uri, registered_name(experiment),
-                                        tags={tags.REGISTERED_FINGERPRINT: fingerprint} | ({tags.INIT: parent} if parent else {}))
+        version = retrying(lambda: mlflow.register_model(  # concurrent runs may take the same version number: retried
+            info.model_uri, registered_name(experiment),
+            tags={tags.REGISTERED_FINGERPRINT: fingerprint} | ({tags.INIT: parent} if parent else {})), RACED_INSERT)
     if parent:
         mlflow.MlflowClient(tracking_uri).update_model_version(version.name, version.version,
                                                                description=f"continued pretraining of {parent}")
@@ -89,4 +91,5 @@ def log_finetuned(tracking_uri: str, run_id: str, finetuned: Path, checkpoint: P
                 info = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("finetuned_model.py")),
                                                artifacts={"model": str(folder)}, input_example=example,
                                                signature=signature, pip_requirements=requirements)
-            return mlflow.register_model(info.model_uri, registered_name(name), tags={tags.REGISTERED_FINGERPRINT: fingerprint})
+            return retrying(lambda: mlflow.register_model(info.model_uri, registered_name(name),
+                                                          tags={tags.REGISTERED_FINGERPRINT: fingerprint}), RACED_INSERT)

@@ -59,13 +59,19 @@ def sqlite_wal(uri: str) -> None:
     _WAL.add(path)
 
 
-def retrying(write: Callable[[], Any]) -> Any:
-    """``write()``, again after a pause while SQLite reports its store locked by another writer."""
+# A row another process inserted between our check and our insert (two runs logging the same
+# dataset at once): the retry finds it and links it. SQLite's wording, then PostgreSQL's.
+RACED_INSERT = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")
+
+
+def retrying(write: Callable[[], Any], transient: tuple[str, ...] = ()) -> Any:
+    """``write()``, again after a pause while SQLite reports its store locked by another writer
+    (or while the error holds one of the ``transient`` phrases)."""
     for attempt in range(SQLITE_RETRIES):
         try:
             return write()
         except Exception as e:  # MlflowException wrapping sqlalchemy's OperationalError
-            if "database is locked" not in str(e) or attempt == SQLITE_RETRIES - 1:
+            if not any(p in str(e) for p in ("database is locked", *transient)) or attempt == SQLITE_RETRIES - 1:
                 raise
             time.sleep(0.05 * 2**attempt)
     return None

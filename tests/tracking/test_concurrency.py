@@ -55,3 +55,36 @@ def test_four_pipelines_at_once_on_one_sqlite_store_lose_no_metric(tmp_path):
         pre = kids["pretrain"].info.run_id
         assert [m.step for m in client.get_metric_history(pre, "train_loss")] == list(range(1, STEPS + 1))
         assert [m.step for m in client.get_metric_history(pre, "eval_loss")] == list(range(0, STEPS + 1, 10))
+
+
+def test_runs_logging_the_same_dataset_at_once_all_link_it(tmp_path):
+    """Runs that reach a shared stage together log its dataset at the same moment: MLflow's insert
+    of a dataset row races (UNIQUE constraint), and the loser's retry links the winner's row."""
+    import threading
+
+    from mlflow.entities import Dataset
+
+    from bertpipe.tracking.lineage import log_datasets
+    from bertpipe.tracking.runs import experiment_id
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = experiment_id(client, "race")
+    for round_ in range(4):
+        data = Dataset(name="docs", digest=f"d{round_}", source_type="local", source="{}")
+        runs = [client.create_run(exp).info.run_id for _ in range(6)]
+        barrier, errors = threading.Barrier(len(runs)), []
+
+        def log(run_id: str) -> None:
+            barrier.wait()
+            try:
+                log_datasets(client, run_id, [data])
+            except Exception as e:  # noqa: BLE001 - collected for the assertion
+                errors.append(e)
+
+        threads = [threading.Thread(target=log, args=(r,)) for r in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert all([d.dataset.digest for d in client.get_run(r).inputs.dataset_inputs] == [f"d{round_}"] for r in runs)
