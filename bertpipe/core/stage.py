@@ -20,6 +20,7 @@ in plan order, so the output does not depend on how or where the units ran.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -110,6 +111,11 @@ class Stage(ABC, Generic[C]):
         """A fixed directory to build in and keep on failure (resumable stages); None: a fresh one."""
         return None
 
+    def exclusive(self) -> bool:
+        """Whether concurrent builders of this output wait for one another (``build_lock``); False
+        where several processes build it together (one pretraining launched on each node)."""
+        return True
+
 
 def run_stage(stage: Stage, root: str | Path, *, map_units: MapUnits | None = None, progress: bool = False,
               on_unit: Callable[[int, int], None] | None = None) -> StageResult:
@@ -122,7 +128,7 @@ def run_stage(stage: Stage, root: str | Path, *, map_units: MapUnits | None = No
     final = root / fp
     if is_complete(final):
         return StageResult(stage=stage.name, fingerprint=fp, path=final, manifest=read_manifest(final), cached=True)
-    with build_lock(final):  # a concurrent builder of the same output finishes first; we then reuse it
+    with build_lock(final) if stage.exclusive() else nullcontext():  # a concurrent builder finishes first; we reuse it
         if is_complete(final):
             return StageResult(stage=stage.name, fingerprint=fp, path=final, manifest=read_manifest(final), cached=True)
         remove_debris(final)

@@ -129,10 +129,12 @@ def stage_dir(final: Path, work: Path | None = None) -> Iterator[Path]:
 @contextmanager
 def build_lock(final: Path) -> Iterator[bool]:
     """Hold the build lock of ``final`` (``.<name>.lock`` beside it) for the block; yields
-    whether another builder held it first (the caller then re-checks ``is_complete``). The
-    lock file is left in place: removing it would race with the next waiter."""
+    whether another builder held it first (the caller then re-checks ``is_complete``). Once
+    ``final`` is complete the lock file is removed (a later builder finds the output before it
+    needs the lock); after a failure it stays, so that waiters and newcomers share one lock."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "a") as f:
+    path = final.parent / f".{final.name}.lock"
+    with open(path, "a") as f:
         waited = False
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -142,6 +144,8 @@ def build_lock(final: Path) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield waited
+            if is_complete(final):
+                path.unlink(missing_ok=True)
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 

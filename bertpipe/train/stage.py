@@ -104,6 +104,9 @@ class PretrainStage(Stage[PretrainConfig]):
             os.replace(final, work)  # a run directory of an older version, trained in place: resume it here
         return work
 
+    def exclusive(self) -> bool:
+        return self.cfg.nnodes == 1  # every node runs this stage into the same output, as one torchrun
+
     def plan(self, out: Path) -> list[Path]:
         return [out]
 

@@ -57,7 +57,7 @@ def benchmark_calls() -> list[tuple[str, str]]:
 
 def test_every_subcommand_calls_a_function_the_benchmarks_have():
     calls = benchmark_calls()
-    assert {m for m, _ in calls} == {"data", "scale", "wiki", "train", "gpu", "tiny", "quality", "finetune", "dedup", "compressed"}
+    assert {m for m, _ in calls} == {"data", "scale", "wiki", "train", "gpu", "tiny", "quality", "finetune", "dedup", "compressed", "sweep"}
     for module, attr in calls:
         assert hasattr(importlib.import_module(f"benchmarks.{module}"), attr), f"benchmarks.{module}.{attr}"
 

@@ -119,6 +119,7 @@ def test_concurrent_builders_of_one_output_build_it_once(files, tmp_path):
     assert sorted(SlowCountStage.calls) == ["a.txt", "b.txt", "c.txt"]  # each unit ran once, not once per builder
     assert sorted(r.cached for r in results) == [False, True, True]
     assert len({r.path for r in results}) == 1 and all(r.manifest == results[0].manifest for r in results)
+    assert not list((tmp_path / "root").glob("*.lock"))  # removed once the output is complete
 
 
 def test_a_runner_refuses_an_output_it_did_not_predict(files, tmp_path):
