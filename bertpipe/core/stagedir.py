@@ -127,23 +127,21 @@ def stage_dir(final: Path, work: Path | None = None) -> Iterator[Path]:
 
 
 @contextmanager
-def build_lock(final: Path) -> Iterator[bool]:
-    """Hold the build lock of ``final`` (``.<name>.lock`` beside it) for the block; yields
-    whether another builder held it first (the caller then re-checks ``is_complete``). Once
+def build_lock(final: Path) -> Iterator[None]:
+    """Hold the build lock of ``final`` (``.<name>.lock`` beside it) for the block (the caller
+    then re-checks ``is_complete``: another builder may have finished it meanwhile). Once
     ``final`` is complete the lock file is removed (a later builder finds the output before it
     needs the lock); after a failure it stays, so that waiters and newcomers share one lock."""
     final.parent.mkdir(parents=True, exist_ok=True)
     path = final.parent / f".{final.name}.lock"
     with open(path, "a") as f:
-        waited = False
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            waited = True
             _log.info("waiting for another build of %s", final)
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield waited
+            yield
             if is_complete(final):
                 path.unlink(missing_ok=True)
         finally:

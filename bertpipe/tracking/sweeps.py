@@ -53,12 +53,11 @@ def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> Swee
             continue
         rows.append({"variant": k.data.tags[tags.VARIANT], "seed": int(k.data.tags.get(tags.SEED, 0)),
                      "run_id": k.info.run_id, "status": k.info.status, "metrics": dict(k.data.metrics),
-                     "order": k.data.tags.get(tags.VARIANT_ORDER)})
+                     "order": sweep_order(k.data.tags)})
         curves[k.info.run_id] = _mlm_curve(client, exp.experiment_id, k.info.run_id)
     if not rows:
         raise ValueError(f"sweep run {sweep_run} has no variant runs yet")
-    # the sweep's order (variants, then seeds) where the runs record it; else the order they started in
-    rows.sort(key=lambda r: (int(order), r["seed"]) if (order := r.pop("order")) is not None else (1 << 30, 0))
+    rows.sort(key=lambda r: r.pop("order"))
     if all(sum(r["variant"] == v for r in rows) == 1 for v in {r["variant"] for r in rows}):  # one seed each
         for r in rows:
             r["examples"] = _examples(client, exp.experiment_id, r["run_id"])
@@ -70,13 +69,20 @@ def collect_sweep(client, experiment: str, sweep_run: str | None = None) -> Swee
                      top.data.params.get("description", ""), rows, curves, progress, top.data.params.get("baseline", ""))
 
 
+def sweep_order(run_tags: dict[str, str]) -> tuple[int, int]:
+    """Sort key of a sweep's run: the sweep's order (variant, then seed) where the run records it;
+    runs without it sort after, keeping the order they are given in (the order they started)."""
+    if tags.VARIANT_ORDER not in run_tags:
+        return (1 << 30, 0)
+    return (int(run_tags[tags.VARIANT_ORDER]), int(run_tags.get(tags.SEED, 0)))
+
+
 def sweep_run_ids(client, experiment: str, sweep_run: str) -> list[str]:
-    """The run ids of a sweep's (variant, seed) runs, in the sweep's order where they record it."""
+    """The run ids of a sweep's (variant, seed) runs, in the report's order (``sweep_order``)."""
     exp = client.get_experiment_by_name(experiment).experiment_id
-    kids = [k for k in client.search_runs([exp], f"tags.`{tags.PARENT}` = '{sweep_run}'", max_results=10_000)
-            if tags.VARIANT in k.data.tags]
-    return [k.info.run_id for k in sorted(kids, key=lambda k: (int(k.data.tags.get(tags.VARIANT_ORDER, 1 << 30)),
-                                                               int(k.data.tags.get(tags.SEED, 0))))]
+    kids = [k for k in client.search_runs([exp], f"tags.`{tags.PARENT}` = '{sweep_run}'", max_results=10_000,
+                                          order_by=["attributes.start_time ASC"]) if tags.VARIANT in k.data.tags]
+    return [k.info.run_id for k in sorted(kids, key=lambda k: sweep_order(k.data.tags))]
 
 
 def _mlm_curve(client, exp_id: str, pipeline_run: str) -> list[tuple[int, float]]:

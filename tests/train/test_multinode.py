@@ -4,7 +4,6 @@ each (c10d rendezvous on a free port) and end with the weights of one machine ru
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.services import free_port
 from bertpipe.core.stagedir import is_complete
 from bertpipe.model import hf
 from tests.train.conftest import TINY_FLAGS
@@ -35,12 +35,6 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
     (run,) = [p for p in root.iterdir() if is_complete(p)]
     return hf.load_state_dict(run / "final")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
